@@ -1,0 +1,72 @@
+"""``digr bench saliency``: per-frame latency of the student's gradient map vs the teacher's perturbation map.
+
+Uses the run's trained teacher and student when the run folder has them, otherwise freshly initialised networks of
+the same architecture (latency does not depend on the weights), on frames from the run's environment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch as th
+
+from digr.config import ExperimentConfig
+from digr.evaluate import time_per_map
+from digr.nets import PolicyNet
+from digr.policies import greedy_action, load_student, obs_to_tensors
+from digr.saliency import gradient_saliency, perturbation_saliency
+
+__all__ = ["bench_saliency"]
+
+
+def _frames(env_fn, n: int, seed: int):
+    env = env_fn()
+    obs, _ = env.reset(seed=seed)
+    images, sides = [], []
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        images.append(obs["image"])
+        if "side" in obs:
+            sides.append(obs["side"])
+        obs, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        if term or trunc:
+            obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+    env.close()
+    batch = {"image": np.stack(images)}
+    if sides:
+        batch["side"] = np.stack(sides)
+    return obs_to_tensors(batch)
+
+
+def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int = 20) -> list[dict]:
+    """Time both maps at each batch size; returns rows ``{"map", "batch", "ms_per_frame", "passes", "source"}``."""
+    image, side = _frames(env_fn, max(batches), cfg.seed)
+    c, h, w = image.shape[1:]
+    n_actions = env_fn().action_space.n
+    teacher_path = cfg.run_path / "teacher" / "teacher.safetensors"
+    if teacher_path.is_file():
+        from digr.teacher import load_teacher
+
+        teacher, source = load_teacher(teacher_path), f"trained teacher/student from {cfg.run_path}"
+    else:
+        teacher = PolicyNet((c, h, w), n_actions, 0 if side is None else side.shape[1], cfg.teacher.cell, cfg.teacher.features_dim).eval()
+        source = "untrained networks of the configured architecture"
+    names = [s.name for s in cfg.distill.students]
+    spath = cfg.run_path / "students" / f"{names[-1]}.safetensors" if names else None
+    student = load_student(spath) if spath is not None and spath.is_file() else PolicyNet(
+        (c, h, w), n_actions, 0 if side is None else side.shape[1], cfg.teacher.cell, cfg.teacher.features_dim).eval()
+    p = cfg.perturbation
+    passes = -(-h // p.stride) * -(-w // p.stride) + 1
+    rows = []
+    for b in batches:
+        g = time_per_map(lambda x, s: gradient_saliency(student, x, greedy_action(student, x, s), s), image, side, b, repeats)
+        q = time_per_map(lambda x, s: perturbation_saliency(teacher, x, None, s, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
+                                                            stride=p.stride, internal_batch_size=p.internal_batch_size),
+                         image, side, b, max(3, repeats // 4))
+        with th.inference_mode():
+            f = time_per_map(lambda x, s: teacher(x.repeat(passes, 1, 1, 1)[: p.internal_batch_size], None if s is None else s.repeat(passes, 1)[: p.internal_batch_size]),
+                             image, side, b, max(3, repeats // 4))
+        fwd_per_s = min(p.internal_batch_size, b * passes) / (f["ms_per_call"] / 1000)
+        rows.append({"map": "student gradient", "batch": b, "ms_per_frame": g["ms_per_frame"], "passes": "1 fwd + 1 bwd (+1 fwd)", "source": source})
+        rows.append({"map": f"teacher perturbation (stride {p.stride})", "batch": b, "ms_per_frame": q["ms_per_frame"], "passes": f"{passes} fwd",
+                     "forward_passes_per_s": b * passes / (q["ms_per_call"] / 1000), "plain_forward_passes_per_s": fwd_per_s, "source": source})
+    return rows

@@ -1,0 +1,107 @@
+"""The ``digr`` command line. Subcommands mirror the pipeline stages:
+
+    digr run CONFIG.yaml              all stages (teacher, dataset, saliency, distill, evaluate + report); skips finished ones
+    digr teacher CONFIG.yaml          train or resume the PPO teacher
+    digr distill CONFIG.yaml          dataset + teacher perturbation maps + students (needs the teacher)
+    digr evaluate CONFIG.yaml         returns, saliency agreement, latency, figures and report.md (needs the students)
+    digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
+
+``-o key.sub=value`` overrides config fields (values parsed as YAML), e.g. ``-o teacher.total_timesteps=100000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+from digr.checkpoint import CheckpointError
+from digr.config import ConfigError, load_config
+from digr.envs_contract import UnknownEnvError, make_env
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="digr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, help_):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("config", help="experiment YAML (see experiments/)")
+        sp.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+        return sp
+
+    add("run", "run every stage, skipping finished ones")
+    add("teacher", "train or resume the teacher")
+    d = add("distill", "collect states, compute teacher maps and distil the students")
+    d.add_argument("--student", default=None, help="train only this student")
+    add("evaluate", "evaluate teacher and students and write the report")
+    b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    bs = b.add_parser("saliency", help="latency of student gradient vs teacher perturbation saliency")
+    bs.add_argument("config")
+    bs.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    bs.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    bs.add_argument("--repeats", type=int, default=20, help="timed repeats for the gradient map (perturbation: a quarter)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``digr`` console script. Returns the exit code (2 for bad input)."""
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.override)
+        if args.command == "bench":
+            from rich.console import Console
+            from rich.table import Table
+
+            from digr.bench import bench_saliency
+
+            rows = bench_saliency(cfg, functools.partial(make_env, cfg.env.id, **cfg.env.kwargs),
+                                  tuple(int(b) for b in args.batch.split(",")), args.repeats)
+            table = Table(title=f"saliency latency ({rows[0]['source']})")
+            for col in ("map", "batch", "ms / frame", "forward passes", "achieved fwd/s", "plain batched fwd/s"):
+                table.add_column(col)
+            for r in rows:
+                table.add_row(r["map"], str(r["batch"]), f"{r['ms_per_frame']:.3f}", r["passes"],
+                              f"{r.get('forward_passes_per_s', 0):.0f}" if "forward_passes_per_s" in r else "",
+                              f"{r.get('plain_forward_passes_per_s', 0):.0f}" if "plain_forward_passes_per_s" in r else "")
+            Console().print(table)
+            for b in sorted({r["batch"] for r in rows}):
+                g, q = [r["ms_per_frame"] for r in rows if r["batch"] == b]
+                print(f"batch {b}: perturbation / gradient = {q / g:.0f}x")
+            return 0
+        from digr.pipeline import Pipeline, StageConfigMismatch
+
+        pipe = Pipeline(cfg)
+        try:
+            if args.command == "run":
+                print(pipe.run())
+            elif args.command == "teacher":
+                pipe.teacher()
+            elif args.command == "distill":
+                if not pipe.is_done("teacher"):
+                    raise StageConfigMismatch(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
+                pipe.dataset()
+                pipe.saliency()
+                pipe.distill(args.student)
+            elif args.command == "evaluate":
+                print(pipe.evaluate())
+        finally:
+            pipe.close()
+    except (ConfigError, FileNotFoundError, UnknownEnvError, CheckpointError) as e:
+        print(f"digr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("digr: interrupted; finished stages and checkpoints are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # StageConfigMismatch and RuntimeError from missing prerequisites
+        if type(e).__name__ in ("StageConfigMismatch",) or isinstance(e, RuntimeError) and "not trained yet" in str(e):
+            print(f"digr: error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

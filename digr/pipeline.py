@@ -1,0 +1,319 @@
+"""The experiment pipeline: teacher → dataset → teacher saliency → distill (one per student) → evaluate → report.
+
+Every stage writes its artefacts into the run folder ``{run_dir}/{name}/`` and, when finished, a marker
+``stages/<stage>.json`` holding the config it was made with. A rerun skips finished stages whose config is unchanged,
+resumes unfinished ones from their checkpoints (teacher and students), and refuses — naming the changed fields — to
+mix artefacts made under a different config, so nothing already saved is overwritten silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch as th
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from digr import __version__
+from digr.config import ExperimentConfig, config_to_dict
+from digr.dataset import collect_states, load_dataset, save_dataset
+from digr.distill import DistillData, train_student
+from digr.envs_contract import make_env
+from digr.evaluate import agree_actions, batched, map_quality, rollout_returns, time_per_map
+from digr.masks import selective_mask
+from digr.nets import PolicyNet
+from digr.policies import greedy_action, load_student, save_student
+from digr.report import plot_curve, plot_distill_history, plot_saliency_grid, write_report
+from digr.saliency import gradient_saliency, perturbation_saliency
+from digr.teacher import load_teacher, train_teacher
+from digr.tracking import Tracker
+
+__all__ = ["StageConfigMismatch", "Pipeline", "STAGES"]
+
+STAGES = ("teacher", "dataset", "saliency", "distill", "evaluate")
+console = Console(stderr=True)
+
+
+class StageConfigMismatch(RuntimeError):
+    """A finished stage in the run folder was made with a different config than the one given now."""
+
+
+def _diff(old, new, prefix=""):
+    out = []
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            out += _diff(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else k)
+    elif old != new:
+        out.append(f"{prefix}: {old!r} → {new!r}")
+    return out
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False, disable=not console.is_terminal)
+
+
+class Pipeline:
+    """Runs the stages of one experiment in its run folder (see module docstring)."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.cfg = cfg
+        self.path = cfg.run_path
+        self.device = cfg.device
+        th.manual_seed(cfg.seed)
+        self.env_fn = functools.partial(make_env, cfg.env.id, **cfg.env.kwargs)
+        self.tracker: Tracker | None = None
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _stage_cfg(self, stage: str, student: str | None = None) -> dict:
+        c = config_to_dict(self.cfg)
+        deps = {"teacher": {"seed": c["seed"], "env": c["env"], "teacher": c["teacher"]}}
+        deps["dataset"] = {**deps["teacher"], "dataset": c["dataset"]}
+        deps["saliency"] = {**deps["dataset"], "perturbation": c["perturbation"]}
+        if stage == "distill":
+            spec = next(s for s in c["distill"]["students"] if s["name"] == student)
+            common = {k: v for k, v in c["distill"].items() if k != "students"}
+            return {**deps["saliency"], "mask": c["mask"], "distill": common, "student": spec}
+        if stage == "evaluate":
+            return c
+        return deps[stage]
+
+    def _marker(self, stage: str, student: str | None = None) -> Path:
+        return self.path / "stages" / (f"{stage}-{student}.json" if student else f"{stage}.json")
+
+    def is_done(self, stage: str, student: str | None = None) -> bool:
+        """True if the stage finished with the current config; raises :class:`StageConfigMismatch` if it finished with another."""
+        marker = self._marker(stage, student)
+        if not marker.is_file():
+            return False
+        old = json.loads(marker.read_text())["config"]
+        new = json.loads(json.dumps(self._stage_cfg(stage, student)))
+        if stage == "evaluate":
+            return old == new  # evaluation is cheap to redo: rerun it when anything changed
+        if old != new:
+            changes = "; ".join(_diff(old, new)[:6])
+            raise StageConfigMismatch(
+                f"stage {marker.stem!r} in {self.path} was made with a different config ({changes}). Nothing was changed. "
+                f"Use a new `name:` for this config, or delete {marker} and the artefacts it names to redo that stage.")
+        return True
+
+    def _mark_done(self, stage: str, student: str | None = None, **extra) -> None:
+        marker = self._marker(stage, student)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"config": self._stage_cfg(stage, student), **extra}, indent=2))
+
+    def _write_run_info(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.yml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+        info = {"digr": __version__, "python": platform.python_version(), "torch": th.__version__, "command": " ".join(sys.argv),
+                "threads": th.get_num_threads()}
+        (self.path / "run_info.json").write_text(json.dumps(info, indent=2))
+
+    def _start_tracking(self) -> None:
+        if self.tracker is None:
+            self.tracker = Tracker(self.cfg.track, self.cfg.wandb_project, self.cfg.name, config_to_dict(self.cfg), self.path)
+
+    # ---------------------------------------------------------------- stages
+    def teacher(self) -> None:
+        """Train (or resume) the PPO teacher; skipped if finished."""
+        self._write_run_info()
+        if self.is_done("teacher"):
+            console.log(f"teacher: done ({self.path / 'teacher'}), skipping")
+            return
+        t = self.cfg.teacher
+        console.log(f"teacher: SB3 PPO on {self.cfg.env.id} for {t.total_timesteps} steps ({t.n_envs} envs); checkpoints every {t.checkpoint_every}")
+        self._start_tracking()
+
+        def report(row):
+            self.tracker.log({f"teacher/{k}": v for k, v in row.items()}, step=int(row["steps"]))
+            if row["steps"] % (t.n_envs * t.n_steps * 10) < t.n_envs * t.n_steps:
+                console.log(f"teacher: {row['steps']:>8d}/{t.total_timesteps} steps  success {row['success_rate']:.2f}  "
+                            f"return {row['mean_return']:.3f}  {row['steps_per_sec']:.0f} steps/s")
+
+        train_teacher(self.env_fn, t, self.path / "teacher", seed=self.cfg.seed, device=self.device, report=report)
+        self._mark_done("teacher")
+
+    def load_teacher(self):
+        """The trained teacher (:class:`digr.policies.SB3Teacher`)."""
+        return load_teacher(self.path / "teacher" / "teacher.safetensors", self.device)
+
+    def dataset(self) -> None:
+        """Collect training and held-out states from teacher rollouts."""
+        if self.is_done("dataset"):
+            console.log("dataset: done, skipping")
+            return
+        teacher = self.load_teacher()
+        d = self.cfg.dataset
+        with _progress() as prog:
+            for split, n, seed in (("train", d.train_frames, self.cfg.seed * 1_000_003 + 1), ("heldout", d.heldout_frames, self.cfg.seed * 1_000_003 + 500_001)):
+                task = prog.add_task(f"dataset: {split} states", total=n)
+                ds = collect_states(self.env_fn, teacher, n, seed, d.temperature, progress=lambda k, task=task: prog.update(task, completed=k))
+                save_dataset(ds, self.path / f"dataset_{split}.npz")
+                console.log(f"dataset: {split}: {len(ds)} states from {len(np.unique(ds.episode))} episodes")
+        self._mark_done("dataset")
+
+    def saliency(self) -> None:
+        """Teacher perturbation saliency for every stored state (batched), saved as ``teacher_saliency_{split}.npy``."""
+        if self.is_done("saliency"):
+            console.log("saliency: done, skipping")
+            return
+        teacher = self.load_teacher()
+        p = self.cfg.perturbation
+        chunk = 64
+        for split in ("train", "heldout"):
+            ds = load_dataset(self.path / f"dataset_{split}.npz")
+            maps = np.zeros((len(ds), *ds.images.shape[2:]), np.float32)
+            with _progress() as prog:
+                task = prog.add_task(f"saliency: teacher perturbation maps ({split})", total=len(ds))
+                for i in range(0, len(ds), chunk):
+                    image = th.as_tensor(ds.images[i : i + chunk], device=self.device).float() / 255.0
+                    side = None if ds.side is None else th.as_tensor(ds.side[i : i + chunk], device=self.device)
+                    maps[i : i + chunk] = perturbation_saliency(teacher, image, None, side, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
+                                                                stride=p.stride, internal_batch_size=p.internal_batch_size).cpu().numpy()
+                    prog.update(task, completed=min(len(ds), i + chunk))
+            tmp = self.path / f"teacher_saliency_{split}.tmp.npy"
+            np.save(tmp, maps)
+            tmp.replace(self.path / f"teacher_saliency_{split}.npy")
+            console.log(f"saliency: {split}: {len(ds)} perturbation maps")
+        self._mark_done("saliency")
+
+    def _masks(self, saliency: np.ndarray) -> np.ndarray:
+        m = self.cfg.mask
+        return np.concatenate([selective_mask(th.as_tensor(saliency[i : i + 1024]), m.kappa, m.top_p, m.dilate).numpy()
+                               for i in range(0, len(saliency), 1024)])
+
+    def distill(self, only: str | None = None) -> None:
+        """Train every student of ``distill.students`` (or only ``only``); each resumes from its checkpoint."""
+        ds = load_dataset(self.path / "dataset_train.npz")
+        sal = np.load(self.path / "teacher_saliency_train.npy")
+        d = self.cfg.distill
+        specs = [s for s in d.students if only is None or s.name == only]
+        if not specs:
+            raise ValueError(f"no student named {only!r}; configured students: {[s.name for s in d.students]}")
+        masks = None
+        for spec in specs:
+            if self.is_done("distill", spec.name):
+                console.log(f"distill: student {spec.name!r} done, skipping")
+                continue
+            if spec.mask == "selective" and masks is None:
+                masks = self._masks(sal)
+            m = {"selective": masks, "all": np.ones(sal.shape, np.float32), "none": None}[spec.mask]
+            data = DistillData(ds.images, ds.teacher_logits, ds.side, m)
+            c, h, w = ds.images.shape[1:]
+            student = PolicyNet((c, h, w), ds.teacher_logits.shape[1], 0 if ds.side is None else ds.side.shape[1],
+                                self.cfg.teacher.cell, self.cfg.teacher.features_dim)
+            sdir = self.path / "students"
+            sdir.mkdir(parents=True, exist_ok=True)
+            self._start_tracking()
+            with _progress() as prog:
+                task = prog.add_task(f"distill: {spec.name} (λ={spec.lam:g}, mask={spec.mask})", total=d.steps)
+
+                def log(rec, name=spec.name):
+                    self.tracker.log({f"distill/{name}/{k}": v for k, v in rec.items() if k != "step"})
+                    if rec["step"] % 500 == 0 or rec["step"] == d.steps:
+                        console.log(f"distill: {name} step {rec['step']}/{d.steps} KL {rec['kl']:.4f} penalty {rec['penalty']:.3e}")
+
+                hist = train_student(student, data, lam=spec.lam, steps=d.steps, batch_size=d.batch_size, lr=d.learning_rate, tau=d.tau,
+                                     target=d.target, seed=self.cfg.seed, checkpoint_path=sdir / f"{spec.name}.ckpt.pt",
+                                     checkpoint_every=d.checkpoint_every, log=log,
+                                     progress=lambda k, task=task: prog.update(task, completed=k), device=self.device)
+            save_student(student, sdir / f"{spec.name}.safetensors")
+            (sdir / f"{spec.name}.history.json").write_text(json.dumps(hist))
+            self._mark_done("distill", spec.name)
+
+    def evaluate(self) -> Path:
+        """Returns, map quality, latency, figures and ``report.md``; returns the report path."""
+        cfg, e = self.cfg, self.cfg.evaluate
+        for spec in cfg.distill.students:
+            if not self.is_done("distill", spec.name):
+                raise RuntimeError(f"student {spec.name!r} is not trained yet in {self.path}; run `digr distill` or `digr run` first")
+        teacher = self.load_teacher()
+        students = {s.name: load_student(self.path / "students" / f"{s.name}.safetensors", self.device) for s in cfg.distill.students}
+        held = load_dataset(self.path / "dataset_heldout.npz")
+        ref = th.as_tensor(np.load(self.path / "teacher_saliency_heldout.npy"))
+        image = th.as_tensor(held.images, device=self.device).float() / 255.0
+        side = None if held.side is None else th.as_tensor(held.side, device=self.device)
+        mask = held.target_mask if held.target_mask.any() else None
+        metrics = {"eval_episodes": e.episodes, "eval_seed": e.seed, "heldout_frames": len(held), "top_percent": e.top_percent,
+                   "teacher": {"num_timesteps": json.loads((self.path / "teacher" / "teacher.json").read_text()).get("num_timesteps")},
+                   "students": {}, "maps": {}}
+        agents = {"teacher": teacher, **students}
+        with _progress() as prog:
+            for name, pol in agents.items():
+                task = prog.add_task(f"evaluate: {name} returns", total=e.episodes)
+                r = rollout_returns(self.env_fn, pol, e.episodes, e.seed, e.deterministic, progress=lambda k, task=task: prog.update(task, completed=k))
+                target = metrics["teacher"] if name == "teacher" else metrics["students"].setdefault(name, {})
+                target["rollout"] = r
+                console.log(f"evaluate: {name}: success {r['success_rate']:.3f}, return {r['return_mean']:.3f} over {e.episodes} episodes")
+        for spec in cfg.distill.students:
+            metrics["students"][spec.name].update({"lam": spec.lam, "mask": spec.mask,
+                                                   "action_agreement": agree_actions(students[spec.name], teacher, image, side)})
+        maps = {"teacher perturbation": ref.numpy()}
+        t_act = greedy_action(teacher, image, side)
+        maps["teacher gradient"] = batched(lambda x, s, a: gradient_saliency(teacher, x, a, s), image, side, 256, t_act).numpy()
+        for name, st in students.items():
+            a = greedy_action(st, image, side)
+            maps[f"{name} gradient"] = batched(lambda x, s, a, st=st: gradient_saliency(st, x, a, s), image, side, 256, a).numpy()
+        for name, m in maps.items():
+            metrics["maps"][name] = map_quality(th.as_tensor(m), None if name == "teacher perturbation" else ref, mask, e.top_percent)
+        metrics["latency"] = self._latency(teacher, next(iter(students.values())), image, side)
+        metrics["mask_fraction"] = float(self._masks(np.load(self.path / "teacher_saliency_train.npy")[:512]).mean())
+        self._figures(held, maps, metrics)
+        report = write_report(self.path, metrics, config_to_dict(cfg))
+        self._start_tracking()
+        flat = {f"eval/{n}/success_rate": (metrics["teacher"] if n == "teacher" else metrics["students"][n])["rollout"]["success_rate"] for n in agents}
+        flat.update({f"eval/{n}/spearman": q["spearman"]["mean"] for n, q in metrics["maps"].items() if "spearman" in q})
+        self.tracker.log(flat)
+        self._mark_done("evaluate")
+        console.log(f"evaluate: report written to {report}")
+        return report
+
+    def _latency(self, teacher, student, image, side) -> dict:
+        p, e = self.cfg.perturbation, self.cfg.evaluate
+        h, w = image.shape[2:]
+        passes = -(-h // p.stride) * -(-w // p.stride) + 1
+        rows = []
+
+        def pert(x, s):
+            return perturbation_saliency(teacher, x, None, s, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur, stride=p.stride,
+                                         internal_batch_size=p.internal_batch_size)
+
+        def grad(x, s):
+            return gradient_saliency(student, x, greedy_action(student, x, s), s)
+
+        ratio = {}
+        for b in sorted({1, e.latency_batch}):
+            g = time_per_map(grad, image, side, b, e.latency_repeats)
+            q = time_per_map(pert, image, side, b, max(3, e.latency_repeats // 4))
+            rows += [{"map": "student gradient", "passes": "1 fwd + 1 bwd (+1 fwd for the greedy action)", **g},
+                     {"map": f"teacher perturbation (stride {p.stride})", "passes": f"{passes} fwd", **q}]
+            ratio[str(g["batch"])] = q["ms_per_frame"] / g["ms_per_frame"]
+        return {"threads": th.get_num_threads(), "rows": rows, "ratio": ratio}
+
+    def _figures(self, held, maps: dict, metrics: dict) -> None:
+        curve = self.path / "teacher" / "curve.csv"
+        if curve.is_file():
+            plot_curve(curve, self.path / "teacher_curve.png", f"Teacher (PPO) on {self.cfg.env.id.split(':')[-1]}")
+        n = min(self.cfg.evaluate.figure_frames, len(held))
+        idx = np.linspace(0, len(held) - 1, n).astype(int)
+        plot_saliency_grid(held.images[idx], {k: v[idx] for k, v in maps.items()}, self.path / "saliency_grid.png", held.target_mask[idx])
+        hist = {s.name: json.loads((self.path / "students" / f"{s.name}.history.json").read_text()) for s in self.cfg.distill.students}
+        plot_distill_history(hist, self.path / "distill_curves.png")
+
+    def run(self) -> Path:
+        """All stages in order, skipping finished ones; returns the report path."""
+        self.teacher()
+        self.dataset()
+        self.saliency()
+        self.distill()
+        return self.evaluate()
+
+    def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.finish()

@@ -1,0 +1,178 @@
+"""Teacher training with Stable-Baselines3 PPO (Schulman et al. 2017, arXiv 1707.06347), resumable.
+
+The teacher is an SB3 ``MultiInputPolicy`` whose features extractor is :class:`digr.nets.GridCNN` (shared by actor and
+critic). Artefacts in the run folder's ``teacher/`` directory:
+
+* ``teacher.zip`` — the standard SB3 zip (for SB3 tools: ``PPO.load``, rl-zoo ``enjoy``);
+* ``teacher.safetensors`` + ``teacher.json`` — weights and the architecture/observation spec; DIGR reloads the
+  teacher from these (no unpickling);
+* ``checkpoint/`` — policy weights, optimizer state and step count every ``checkpoint_every`` steps; an interrupted
+  run resumes from here;
+* ``curve.csv`` — the learning curve (steps, mean return and success rate of the episodes finished in each rollout).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+from digr.checkpoint import CheckpointError, load_module, load_training_state, save_module, save_training_state
+from digr.config import TeacherConfig
+from digr.nets import GridCNN
+from digr.policies import SB3Teacher
+
+__all__ = ["GridExtractor", "train_teacher", "load_teacher", "teacher_spaces"]
+
+
+class GridExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor around :class:`GridCNN` for contract observations (SB3 has already scaled ``image`` to [0, 1])."""
+
+    def __init__(self, observation_space: spaces.Dict, cell: int = 8, features_dim: int = 256):
+        super().__init__(observation_space, features_dim)
+        side = observation_space.spaces.get("side")
+        self.net = GridCNN(observation_space["image"].shape, side.shape[0] if side is not None else 0, cell, features_dim)
+
+    def forward(self, obs: dict) -> th.Tensor:
+        return self.net(obs["image"], obs.get("side"))
+
+
+def _policy_kwargs(cfg: TeacherConfig) -> dict:
+    return {"features_extractor_class": GridExtractor, "features_extractor_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim},
+            "share_features_extractor": True, "net_arch": [], "normalize_images": True}
+
+
+def teacher_spaces(env: gym.Env) -> dict:
+    """JSON-safe description of an env's observation and action spaces (stored in ``teacher.json``)."""
+    obs = {"image": list(env.observation_space["image"].shape)}
+    if "side" in env.observation_space.spaces:
+        obs["side"] = list(env.observation_space["side"].shape)
+    return {"observation": obs, "n_actions": int(env.action_space.n)}
+
+
+def _spaces_from(spec: dict) -> tuple[spaces.Dict, spaces.Discrete]:
+    obs = {"image": spaces.Box(0, 255, tuple(spec["observation"]["image"]), np.uint8)}
+    if "side" in spec["observation"]:
+        obs["side"] = spaces.Box(-np.inf, np.inf, tuple(spec["observation"]["side"]), np.float32)
+    return spaces.Dict(obs), spaces.Discrete(spec["n_actions"])
+
+
+class _CurveCallback(BaseCallback):
+    """Records the learning curve and saves a resumable checkpoint every ``checkpoint_every`` steps."""
+
+    def __init__(self, curve_path: Path, save: Callable[[], None], checkpoint_every: int, total: int, report: Callable[[dict], None] | None):
+        super().__init__()
+        self.curve_path, self.save, self.every, self.total, self.report = curve_path, save, checkpoint_every, total, report
+        self.last_ckpt = 0
+        self.t0 = time.perf_counter()
+        self.steps0 = None
+        self.returns: list[float] = []
+        self.successes: list[float] = []
+
+    def _on_step(self) -> bool:
+        if self.steps0 is None:
+            self.steps0 = self.num_timesteps
+        for info in self.locals.get("infos", []):
+            ep = info.get("episode")
+            if ep is not None:
+                self.returns.append(float(ep["r"]))
+                self.successes.append(float(info.get("is_success", False)))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.returns:
+            row = {"steps": self.num_timesteps, "episodes": len(self.returns), "mean_return": float(np.mean(self.returns)),
+                   "success_rate": float(np.mean(self.successes)),
+                   "steps_per_sec": (self.num_timesteps - self.steps0) / max(1e-9, time.perf_counter() - self.t0)}
+            new = not self.curve_path.exists()
+            with self.curve_path.open("a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            if self.report:
+                self.report(row)
+            self.returns, self.successes = [], []
+        if self.num_timesteps - self.last_ckpt >= self.every:
+            self.save()
+            self.last_ckpt = self.num_timesteps
+
+
+def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: str | Path, seed: int = 0, device: str = "cpu",
+                  report: Callable[[dict], None] | None = None) -> Path:
+    """Train (or resume training) a PPO teacher until ``cfg.total_timesteps`` environment steps.
+
+    :param env_fn: makes one contract env (called ``cfg.n_envs`` times; each is wrapped in SB3's ``Monitor``).
+    :param report: called with each learning-curve row (progress display).
+    :returns: path of ``teacher.safetensors``.
+    :raises CheckpointError: a corrupt resume checkpoint (delete ``teacher/checkpoint`` to restart).
+    """
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoint"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    venv = make_vec_env(env_fn, n_envs=cfg.n_envs, seed=seed, monitor_kwargs={"info_keywords": ("is_success",)})
+    model = PPO("MultiInputPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, gamma=cfg.gamma,
+                gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, max_grad_norm=cfg.max_grad_norm,
+                policy_kwargs=_policy_kwargs(cfg), seed=seed, device=device, verbose=0)
+    done_steps = 0
+    if (ckpt_dir / "state.pt").is_file():
+        state = load_training_state(ckpt_dir / "state.pt")
+        load_module(model.policy, ckpt_dir / "policy.safetensors")
+        model.policy.optimizer.load_state_dict(state["optim"])
+        done_steps = int(state["num_timesteps"])
+        model.num_timesteps = done_steps
+    spec = {"spaces": None, "policy_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim}, "algo": "sb3-ppo"}
+    env0 = env_fn()
+    spec["spaces"] = teacher_spaces(env0)
+    env0.close()
+
+    def save():
+        save_module(model.policy, ckpt_dir / "policy.safetensors")
+        save_training_state({"optim": model.policy.optimizer.state_dict(), "num_timesteps": model.num_timesteps}, ckpt_dir / "state.pt")
+
+    remaining = cfg.total_timesteps - done_steps
+    if remaining > 0:
+        cb = _CurveCallback(out / "curve.csv", save, cfg.checkpoint_every, cfg.total_timesteps, report)
+        cb.last_ckpt = done_steps
+        model.learn(total_timesteps=remaining, callback=cb, reset_num_timesteps=done_steps == 0)
+        save()
+    venv.close()
+    model.save(out / "teacher.zip")
+    save_module(model.policy, out / "teacher.safetensors")
+    spec["num_timesteps"] = int(model.num_timesteps)
+    (out / "teacher.json").write_text(json.dumps(spec, indent=2))
+    return out / "teacher.safetensors"
+
+
+def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
+    """Rebuild a teacher from ``teacher.safetensors`` + ``teacher.json`` (written by :func:`train_teacher`), no unpickling.
+
+    :raises CheckpointError: missing/corrupt files or weights that do not fit the spec.
+    """
+    path = Path(path)
+    spec_path = path.with_suffix(".json")
+    if not spec_path.is_file():
+        raise CheckpointError(f"teacher spec {spec_path} missing; re-run `digr teacher`")
+    try:
+        spec = json.loads(spec_path.read_text())
+        obs_space, act_space = _spaces_from(spec["spaces"])
+        cfg = TeacherConfig(**spec["policy_kwargs"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"teacher spec {spec_path} is corrupt ({e}); re-run `digr teacher`") from e
+    policy = MultiInputActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0, **_policy_kwargs(cfg))
+    load_module(policy, path)
+    return SB3Teacher(policy.to(device)).eval()
