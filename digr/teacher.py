@@ -52,7 +52,7 @@ class GridExtractor(BaseFeaturesExtractor):
 
 def _policy_kwargs(cfg: TeacherConfig) -> dict:
     return {"features_extractor_class": GridExtractor, "features_extractor_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim},
-            "share_features_extractor": True, "net_arch": [], "normalize_images": True}
+            "share_features_extractor": True, "normalize_images": True}
 
 
 def teacher_spaces(env: gym.Env) -> dict:

@@ -52,7 +52,7 @@ def gaussian_blur(image: th.Tensor, sigma: float) -> th.Tensor:
 
 
 def gaussian_masks(height: int, width: int, sigma: float, stride: int, dtype=th.float32, device="cpu") -> th.Tensor:
-    """Gaussian bumps of std ``sigma`` pixels and peak 1, one per grid centre, float ``[gh·gw, H, W]`` in [0, 1].
+    """Gaussian bumps of std ``sigma`` pixels, scaled to peak 1 on the pixel grid, one per grid centre, float ``[gh·gw, H, W]`` in [0, 1].
 
     Centres: ``(k·stride + (stride−1)/2)`` for ``k = 0 .. ceil(H/stride)−1`` (rows), likewise for columns, so that
     the bilinear upsampling in :func:`perturbation_saliency` maps each score back onto its own block.
@@ -64,6 +64,8 @@ def gaussian_masks(height: int, width: int, sigma: float, stride: int, dtype=th.
     xs = th.arange(width, dtype=dtype, device=device)
     gy = th.exp(-0.5 * ((ys[None, :] - cy[:, None]) / sigma) ** 2)  # [gh, H]
     gx = th.exp(-0.5 * ((xs[None, :] - cx[:, None]) / sigma) ** 2)  # [gw, W]
+    gy = gy / gy.amax(dim=1, keepdim=True)  # peak exactly 1 on the pixel grid (Greydanus divide by the max)
+    gx = gx / gx.amax(dim=1, keepdim=True)
     return (gy[:, None, :, None] * gx[None, :, None, :]).reshape(gh * gw, height, width)
 
 

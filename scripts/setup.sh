@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install DIGR with its test extras. torch's CPU build goes in first, and constraints.txt keeps any
+# later package from replacing it with a CUDA build (see README, "Install").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+.venv/bin/python -c "import torch, gymnasium, minigrid, stable_baselines3; print('digr env ready: torch', torch.__version__)"

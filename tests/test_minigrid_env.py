@@ -1,0 +1,83 @@
+"""The MiniGrid adapters follow the DIGR env contract and the task rules."""
+
+import numpy as np
+import pytest
+
+from digr.envs_contract import UnknownEnvError, make_env
+
+
+def test_fetch_color_contract_and_target_mask():
+    env = make_env("envs.minigrid:DIGR/FetchColorGreen-8x8-v0")
+    obs, info = env.reset(seed=3)
+    assert obs["image"].shape == (3, 64, 64) and obs["image"].dtype == np.uint8 and "side" not in obs
+    mask = info["target_mask"]
+    assert mask.shape == (64, 64) and mask.sum() == 64  # exactly one 8×8 target cell
+    ys, xs = np.nonzero(mask)
+    cell = obs["image"][:, ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    green = (cell[1].astype(int) - cell[0].astype(int) > 100) & (cell[1].astype(int) - cell[2].astype(int) > 100)
+    assert green.any()  # the target cell holds a green object
+    assert env.action_space.n == 4
+
+
+def _pickup_target_episode(env, seed):
+    """Drive the agent to the target with the true map (BFS over free cells) and pick it up."""
+    from collections import deque
+
+    obs, info = env.reset(seed=seed)
+    base = env.unwrapped
+    target = next((i, j) for j in range(base.height) for i in range(base.width) if base.is_target(base.grid.get(i, j)))
+    dirs = [(1, 0), (0, 1), (-1, 0), (0, -1)]
+    total = 0.0
+    for _ in range(200):
+        ax, ay = base.agent_pos
+        dx, dy = dirs[base.agent_dir]
+        if (ax + dx, ay + dy) == target:
+            obs, r, term, trunc, info = env.step(3)
+            return r + total, term, info
+        # BFS for the next cell towards a neighbour of the target
+        start = (ax, ay)
+        goals = {(target[0] + u, target[1] + v) for u, v in dirs}
+        prev, q = {start: None}, deque([start])
+        while q:
+            cur = q.popleft()
+            if cur in goals:
+                break
+            for u, v in dirs:
+                nxt = (cur[0] + u, cur[1] + v)
+                cellobj = base.grid.get(*nxt)
+                if nxt not in prev and cellobj is None:
+                    prev[nxt] = cur
+                    q.append(nxt)
+        if cur == start:  # at a neighbour: turn to face the target
+            want = dirs.index((target[0] - ax, target[1] - ay))
+        else:
+            while prev[cur] != start:
+                cur = prev[cur]
+            want = dirs.index((cur[0] - ax, cur[1] - ay))
+        action = 2 if want == base.agent_dir else 1
+        obs, r, term, trunc, info = env.step(action)
+        total += r
+    raise AssertionError("scripted agent did not reach the target")
+
+
+def test_fetch_color_reward_and_success():
+    env = make_env("envs.minigrid:DIGR/FetchColorGreen-8x8-v0")
+    reward, term, info = _pickup_target_episode(env, seed=5)
+    assert term and info["is_success"]
+    t = env.unwrapped.step_count
+    assert reward == pytest.approx(1 - 0.9 * t / 320)
+
+
+def test_mission_fetch_side_input():
+    env = make_env("envs.minigrid:DIGR/FetchMission-5x5-N2-v0")
+    obs, info = env.reset(seed=0)
+    assert obs["image"].shape == (3, 40, 40)
+    assert obs["side"].shape == (12,) and obs["side"].sum() == 1
+    assert info["target_mask"].sum() >= 64
+
+
+def test_unknown_env_id_suggests_close_match():
+    with pytest.raises(UnknownEnvError, match="FetchColorGreen"):
+        make_env("envs.minigrid:DIGR/FetchColorGren-8x8-v0")
+    with pytest.raises(UnknownEnvError, match="cannot import module"):
+        make_env("envs.nonexistent:Foo-v0")
