@@ -47,11 +47,11 @@ class TeacherConfig:
     ``checkpoint_every`` is in environment steps; training resumes from the last checkpoint.
     """
 
-    total_timesteps: int = 400_000
+    total_timesteps: int = 204_800
     n_envs: int = 16
     n_steps: int = 128
-    batch_size: int = 512
-    n_epochs: int = 4
+    batch_size: int = 256
+    n_epochs: int = 10
     learning_rate: float = 5e-4
     ent_coef: float = 0.01
     vf_coef: float = 0.5
@@ -108,12 +108,12 @@ class StudentSpec:
     """One student to distil. ``mask``: ``selective`` (DIGR), ``all`` (M ≡ 1, non-selective IGR) or ``none``."""
 
     name: str = "digr"
-    lam: float = 1.0
+    lam: float = 0.01
     mask: Literal["selective", "all", "none"] = "selective"
 
 
 def _default_students() -> list[StudentSpec]:
-    return [StudentSpec("plain", 0.0, "none"), StudentSpec("igr_all", 1.0, "all"), StudentSpec("digr", 1.0, "selective")]
+    return [StudentSpec("plain", 0.0, "none"), StudentSpec("igr_all", 0.01, "all"), StudentSpec("digr", 0.01, "selective")]
 
 
 @dataclass
