@@ -16,7 +16,7 @@ import functools
 import sys
 
 from digr.checkpoint import CheckpointError
-from digr.config import ConfigError, load_config
+from digr.config import ConfigError, StageError, load_config
 from digr.envs_contract import UnknownEnvError, make_env
 
 __all__ = ["main"]
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 g, q = [r["ms_per_frame"] for r in rows if r["batch"] == b]
                 print(f"batch {b}: perturbation / gradient = {q / g:.0f}x")
             return 0
-        from digr.pipeline import Pipeline, StageConfigMismatch
+        from digr.pipeline import Pipeline
 
         pipe = Pipeline(cfg)
         try:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 pipe.teacher()
             elif args.command == "distill":
                 if not pipe.is_done("teacher"):
-                    raise StageConfigMismatch(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
+                    raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
                 pipe.dataset()
                 pipe.saliency()
                 pipe.distill(args.student)
@@ -89,17 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(pipe.evaluate())
         finally:
             pipe.close()
-    except (ConfigError, FileNotFoundError, UnknownEnvError, CheckpointError) as e:
+    except (ConfigError, StageError, FileNotFoundError, UnknownEnvError, CheckpointError) as e:
         print(f"digr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("digr: interrupted; finished stages and checkpoints are kept, rerun the same command to resume", file=sys.stderr)
         return 130
-    except Exception as e:  # StageConfigMismatch and RuntimeError from missing prerequisites
-        if type(e).__name__ in ("StageConfigMismatch",) or isinstance(e, RuntimeError) and "not trained yet" in str(e):
-            print(f"digr: error: {e}", file=sys.stderr)
-            return 2
-        raise
     return 0
 
 

@@ -18,13 +18,17 @@ from typing import Any, Literal
 import yaml
 
 __all__ = [
-    "ConfigError", "EnvConfig", "TeacherConfig", "DatasetConfig", "PerturbationConfig", "MaskConfig", "StudentSpec",
+    "ConfigError", "StageError", "EnvConfig", "TeacherConfig", "DatasetConfig", "PerturbationConfig", "MaskConfig", "StudentSpec",
     "DistillConfig", "EvalConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict",
 ]
 
 
 class ConfigError(ValueError):
     """A config field is unknown, has the wrong type or an invalid value. The message names the field and the fix."""
+
+
+class StageError(RuntimeError):
+    """A pipeline stage cannot run: its prerequisites are missing, or its artefacts were made with another config."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from digr import __version__
-from digr.config import ExperimentConfig, config_to_dict
+from digr.config import ExperimentConfig, StageError, config_to_dict
 from digr.dataset import collect_states, load_dataset, save_dataset
 from digr.distill import DistillData, train_student
 from digr.envs_contract import make_env
@@ -40,7 +40,7 @@ STAGES = ("teacher", "dataset", "saliency", "distill", "evaluate")
 console = Console(stderr=True)
 
 
-class StageConfigMismatch(RuntimeError):
+class StageConfigMismatch(StageError):
     """A finished stage in the run folder was made with a different config than the one given now."""
 
 
@@ -232,7 +232,7 @@ class Pipeline:
         cfg, e = self.cfg, self.cfg.evaluate
         for spec in cfg.distill.students:
             if not self.is_done("distill", spec.name):
-                raise RuntimeError(f"student {spec.name!r} is not trained yet in {self.path}; run `digr distill` or `digr run` first")
+                raise StageError(f"student {spec.name!r} is not trained yet in {self.path}; run `digr distill` or `digr run` first")
         teacher = self.load_teacher()
         students = {s.name: load_student(self.path / "students" / f"{s.name}.safetensors", self.device) for s in cfg.distill.students}
         held = load_dataset(self.path / "dataset_heldout.npz")
