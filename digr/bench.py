@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import torch as th
 
-from digr.config import ExperimentConfig
+from digr.config import ExperimentConfig, PerturbationConfig
 from digr.evaluate import time_per_map
 from digr.nets import PolicyNet
 from digr.policies import greedy_action, load_student, obs_to_tensors
 from digr.saliency import gradient_saliency, perturbation_saliency
 
-__all__ = ["bench_saliency"]
+__all__ = ["bench_saliency", "latency_rows"]
 
 
 def _frames(env_fn, n: int, seed: int):
@@ -37,24 +37,16 @@ def _frames(env_fn, n: int, seed: int):
     return obs_to_tensors(batch)
 
 
-def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int = 20) -> list[dict]:
-    """Time both maps at each batch size; returns rows ``{"map", "batch", "ms_per_frame", "passes", "source"}``."""
-    image, side = _frames(env_fn, max(batches), cfg.seed)
-    c, h, w = image.shape[1:]
-    n_actions = env_fn().action_space.n
-    teacher_path = cfg.run_path / "teacher" / "teacher.safetensors"
-    if teacher_path.is_file():
-        from digr.teacher import load_teacher
+def latency_rows(teacher, student, image: th.Tensor, side: th.Tensor | None, p: PerturbationConfig, batches=(1, 32), repeats: int = 20) -> list[dict]:
+    """Median per-frame latency of the student's gradient map and the teacher's perturbation map at each batch size.
 
-        teacher, source = load_teacher(teacher_path), f"trained teacher/student from {cfg.run_path}"
-    else:
-        teacher = PolicyNet((c, h, w), n_actions, 0 if side is None else side.shape[1], cfg.teacher.cell, cfg.teacher.features_dim).eval()
-        source = "untrained networks of the configured architecture"
-    names = [s.name for s in cfg.distill.students]
-    spath = cfg.run_path / "students" / f"{names[-1]}.safetensors" if names else None
-    student = load_student(spath) if spath is not None and spath.is_file() else PolicyNet(
-        (c, h, w), n_actions, 0 if side is None else side.shape[1], cfg.teacher.cell, cfg.teacher.features_dim).eval()
-    p = cfg.perturbation
+    The perturbation row also gives the achieved forward passes per second and, for comparison, that of a plain
+    batched forward pass of the same teacher network on as many images (the rate the convolutions allow).
+
+    :param image: float ``[N, C, H, W]`` in [0, 1] with N ≥ max(batches). :param side: ``[N, K]`` or None.
+    :returns: rows ``{"map", "batch", "ms_per_frame", "passes", ...}``.
+    """
+    h, w = image.shape[2:]
     passes = -(-h // p.stride) * -(-w // p.stride) + 1
     rows = []
     for b in batches:
@@ -62,11 +54,33 @@ def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int 
         q = time_per_map(lambda x, s: perturbation_saliency(teacher, x, None, s, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
                                                             stride=p.stride, internal_batch_size=p.internal_batch_size),
                          image, side, b, max(3, repeats // 4))
+        n = min(p.internal_batch_size, b * passes)
         with th.inference_mode():
-            f = time_per_map(lambda x, s: teacher(x.repeat(passes, 1, 1, 1)[: p.internal_batch_size], None if s is None else s.repeat(passes, 1)[: p.internal_batch_size]),
+            f = time_per_map(lambda x, s: teacher(x.repeat(passes, 1, 1, 1)[:n], None if s is None else s.repeat(passes, 1)[:n]),
                              image, side, b, max(3, repeats // 4))
-        fwd_per_s = min(p.internal_batch_size, b * passes) / (f["ms_per_call"] / 1000)
-        rows.append({"map": "student gradient", "batch": b, "ms_per_frame": g["ms_per_frame"], "passes": "1 fwd + 1 bwd (+1 fwd)", "source": source})
+        rows.append({"map": "student gradient", "batch": b, "ms_per_frame": g["ms_per_frame"], "passes": "1 fwd + 1 bwd (+1 fwd for the greedy action)"})
         rows.append({"map": f"teacher perturbation (stride {p.stride})", "batch": b, "ms_per_frame": q["ms_per_frame"], "passes": f"{passes} fwd",
-                     "forward_passes_per_s": b * passes / (q["ms_per_call"] / 1000), "plain_forward_passes_per_s": fwd_per_s, "source": source})
+                     "forward_passes_per_s": b * passes / (q["ms_per_call"] / 1000), "plain_forward_passes_per_s": n / (f["ms_per_call"] / 1000)})
     return rows
+
+
+def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int = 20) -> list[dict]:
+    """Time both maps at each batch size with the run's trained teacher and student when the run folder has them (else
+    untrained networks of the configured architecture); rows of :func:`latency_rows` plus ``"source"``."""
+    image, side = _frames(env_fn, max(batches), cfg.seed)
+    c, h, w = image.shape[1:]
+    n_actions = env_fn().action_space.n
+    t = cfg.teacher
+    teacher_path = cfg.run_path / "teacher" / "teacher.safetensors"
+    if teacher_path.is_file():
+        from digr.teacher import load_teacher
+
+        teacher, source = load_teacher(teacher_path), f"trained teacher/student from {cfg.run_path}"
+    else:
+        teacher = PolicyNet((c, h, w), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim, arch=t.arch).eval()
+        source = "untrained networks of the configured architecture"
+    names = [s.name for s in cfg.distill.students]
+    spath = cfg.run_path / "students" / f"{names[-1]}.safetensors" if names else None
+    student = load_student(spath) if spath is not None and spath.is_file() else PolicyNet(
+        (c, h, w), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim, arch=t.arch).eval()
+    return [{**r, "source": source} for r in latency_rows(teacher, student, image, side, cfg.perturbation, batches, repeats)]

@@ -4,6 +4,9 @@
     digr teacher CONFIG.yaml          train or resume the PPO teacher
     digr distill CONFIG.yaml          dataset + teacher perturbation maps + students (needs the teacher)
     digr evaluate CONFIG.yaml         returns, saliency agreement, latency, figures and report.md (needs the students)
+    digr saliency-bench CONFIG.yaml   every saliency method on teacher and students: quality vs cost table + plot
+    digr attack CONFIG.yaml [--attacks random,fgsm,pgd10,pgd50,mad] [--eps 1/255,3/255,5/255] [--episodes N]
+                                      returns and action flips under observation attacks: table + plots
     digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
 
 ``-o key.sub=value`` overrides config fields (values parsed as YAML), e.g. ``-o teacher.total_timesteps=100000``.
@@ -33,10 +36,16 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", "run every stage, skipping finished ones")
-    add("teacher", "train or resume the teacher")
+    t = add("teacher", "train or resume the teacher")
+    t.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget: checkpoint and stop after this many minutes (resume later)")
     d = add("distill", "collect states, compute teacher maps and distil the students")
     d.add_argument("--student", default=None, help="train only this student")
     add("evaluate", "evaluate teacher and students and write the report")
+    add("saliency-bench", "every saliency method on the teacher and each student: quality-vs-cost table and plot (needs the students)")
+    at = add("attack", "robustness of teacher and students to l-inf observation attacks (needs the students)")
+    at.add_argument("--attacks", default=None, help="comma-separated attack names, e.g. random,fgsm,pgd10,pgd50,mad,critic (default: config)")
+    at.add_argument("--eps", default=None, help="comma-separated budgets in [0,1] pixel units, e.g. 1/255,3/255,5/255 (default: config)")
+    at.add_argument("--episodes", type=int, default=None, help="closed-loop episodes per (agent, attack, eps) (default: config)")
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     bs = b.add_parser("saliency", help="latency of student gradient vs teacher perturbation saliency")
     bs.add_argument("config")
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "run":
                 print(pipe.run())
             elif args.command == "teacher":
-                pipe.teacher()
+                pipe.teacher(max_minutes=args.max_minutes)
             elif args.command == "distill":
                 if not pipe.is_done("teacher"):
                     raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
@@ -87,6 +96,22 @@ def main(argv: list[str] | None = None) -> int:
                 pipe.distill(args.student)
             elif args.command == "evaluate":
                 print(pipe.evaluate())
+            elif args.command == "attack":
+                from digr.attacks import make_attack, parse_eps
+
+                attacks = args.attacks.split(",") if args.attacks else None
+                eps = args.eps.split(",") if args.eps else None
+                try:
+                    for e in eps or []:
+                        parse_eps(e)
+                    for name in attacks or []:
+                        make_attack(name, 0.0)
+                except ValueError as e:
+                    raise ConfigError(f"--attacks/--eps: {e}") from e
+                print(pipe.attack(attacks, eps, args.episodes))
+            elif args.command == "saliency-bench":
+                pipe.saliency_bench(force=True)
+                print(cfg.run_path / "saliency_bench" / "table.md")
         finally:
             pipe.close()
     except (ConfigError, StageError, FileNotFoundError, UnknownEnvError, CheckpointError) as e:

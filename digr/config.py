@@ -19,7 +19,7 @@ import yaml
 
 __all__ = [
     "ConfigError", "StageError", "EnvConfig", "TeacherConfig", "DatasetConfig", "PerturbationConfig", "MaskConfig", "StudentSpec",
-    "DistillConfig", "EvalConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict",
+    "DistillConfig", "EvalConfig", "SaliencyBenchConfig", "AttackConfig", "SALIENCY_BENCH_METHODS", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict",
 ]
 
 
@@ -37,18 +37,26 @@ class EnvConfig:
 
     :param id: gymnasium id, optionally prefixed by the module that registers it: ``"envs.minigrid:DIGR/FetchColorGreen-8x8-v0"``.
     :param kwargs: keyword arguments for ``gymnasium.make``.
+    :param eval_id: env for collecting states, evaluation and attacks when it differs from the training env (Atari:
+        full games with true scores instead of per-life episodes with clipped rewards); None = ``id``.
+    :param eval_kwargs: keyword arguments for ``eval_id`` (None = ``kwargs``).
     """
 
     id: str = "envs.minigrid:DIGR/FetchColorGreen-8x8-v0"
     kwargs: dict = field(default_factory=dict)
+    eval_id: str | None = None
+    eval_kwargs: dict | None = None
 
 
 @dataclass
 class TeacherConfig:
     """SB3 PPO teacher training (hyperparameters as in SB3's ``PPO``; timesteps are environment steps).
 
-    ``cell`` is the side, in pixels, of the first conv layer's kernel and stride (8 = one output per MiniGrid cell).
-    ``checkpoint_every`` is in environment steps; training resumes from the last checkpoint.
+    ``arch``: ``grid`` (:class:`digr.nets.GridCNN`; ``cell`` is the side, in pixels, of the first conv layer's kernel
+    and stride, 8 = one output per MiniGrid cell) or ``nature`` (the Nature-DQN CNN of Atari agents, via SB3's
+    ``CombinedExtractor``/``NatureCNN``; ``features_dim`` 512 as RL-Zoo). ``lr_schedule`` / ``clip_schedule``:
+    ``constant`` or ``linear`` (decays to 0 over ``total_timesteps``, RL-Zoo Atari). ``checkpoint_every`` is in
+    environment steps; training resumes from the last checkpoint.
     """
 
     total_timesteps: int = 204_800
@@ -66,6 +74,9 @@ class TeacherConfig:
     cell: int = 8
     features_dim: int = 256
     checkpoint_every: int = 50_000
+    arch: Literal["grid", "nature"] = "grid"
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    clip_schedule: Literal["constant", "linear"] = "constant"
 
 
 @dataclass
@@ -73,11 +84,13 @@ class DatasetConfig:
     """States collected from teacher rollouts (teacher samples its actions at ``temperature`` for state coverage).
 
     ``train_frames`` and ``heldout_frames`` are counts of states; held-out states come from different episode seeds.
+    ``max_per_episode`` (None = no cap) keeps at most that many states per episode, drawn uniformly from the episode.
     """
 
     train_frames: int = 8_000
     heldout_frames: int = 512
     temperature: float = 1.0
+    max_per_episode: int | None = None
 
 
 @dataclass
@@ -151,6 +164,55 @@ class EvalConfig:
     deterministic: bool = True
 
 
+SALIENCY_BENCH_METHODS = ("gradient", "grad_x_input", "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad", "adaptgrad",
+                          "mollify_box", "mollify_laplace", "mollify_bump", "occlusion", "perturbation")
+
+
+@dataclass
+class SaliencyBenchConfig:
+    """``digr saliency-bench``: every method in ``methods`` on the teacher and each student, on ``frames`` held-out frames.
+
+    ``n_samples``: N of the sampling methods (SmoothGrad, SmoothGrad², VarGrad, AdaptGrad, mollifiers); ``noise_level``:
+    their σ relative to the [0, 1] pixel range; ``confidence``: AdaptGrad's c; ``ig_steps``/``ig_baseline``: integrated
+    gradients; ``occlusion_window``/``occlusion_stride``: pixels. Latency: median of ``latency_repeats`` calls at batch 1
+    and ``latency_batch``. ``deletion_steps``: points of the deletion/insertion curves; ``sanity_frames``: frames of the
+    weight-randomisation sanity check. Perturbation uses the run's ``perturbation`` section.
+    """
+
+    frames: int = 128
+    methods: list[str] = field(default_factory=lambda: list(SALIENCY_BENCH_METHODS))
+    n_samples: int = 50
+    noise_level: float = 0.15
+    confidence: float = 0.95
+    ig_steps: int = 50
+    ig_baseline: Literal["black", "blur", "uniform"] = "black"
+    occlusion_window: int = 8
+    occlusion_stride: int = 4
+    latency_repeats: int = 5
+    latency_batch: int = 32
+    deletion_steps: int = 16
+    sanity_frames: int = 32
+    in_run: bool = True
+
+
+@dataclass
+class AttackConfig:
+    """``digr attack``: ℓ∞ observation attacks (:mod:`digr.attacks`) on the teacher and every student.
+
+    ``attacks``: names for :func:`digr.attacks.make_attack` (random, fgsm, pgd10, pgd50, mad, critic, ...); ``eps``:
+    budgets in [0, 1] pixel units, as numbers or strings such as ``"1/255"`` (ε = 0 is always added as the clean
+    reference). Closed loop: ``episodes`` full episodes per (agent, attack, ε) with seeds ``evaluate.seed + i``
+    (None = ``evaluate.episodes``). Open loop: ``open_loop_frames`` held-out states. The command-line flags
+    ``--attacks``/``--eps``/``--episodes`` override these.
+    """
+
+    attacks: list[str] = field(default_factory=lambda: ["random", "fgsm", "pgd10", "pgd50", "mad"])
+    eps: list[float | str] = field(default_factory=lambda: ["1/255", "3/255", "5/255"])
+    episodes: int | None = None
+    open_loop_frames: int = 512
+    batch_size: int = 256
+
+
 @dataclass
 class ExperimentConfig:
     """A whole experiment. Artefacts go to ``{run_dir}/{name}/``."""
@@ -168,6 +230,8 @@ class ExperimentConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    saliency_bench: SaliencyBenchConfig = field(default_factory=SaliencyBenchConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     @property
     def run_path(self) -> Path:
@@ -178,10 +242,13 @@ class ExperimentConfig:
 _POSITIVE = {
     "teacher.total_timesteps", "teacher.n_envs", "teacher.n_steps", "teacher.batch_size", "teacher.n_epochs",
     "teacher.learning_rate", "teacher.cell", "teacher.features_dim", "teacher.checkpoint_every",
-    "dataset.train_frames", "dataset.heldout_frames", "dataset.temperature", "perturbation.sigma_mask",
+    "dataset.train_frames", "dataset.heldout_frames", "dataset.temperature", "dataset.max_per_episode", "perturbation.sigma_mask",
     "perturbation.sigma_blur", "perturbation.stride", "perturbation.internal_batch_size", "distill.steps",
     "distill.batch_size", "distill.learning_rate", "distill.tau", "distill.checkpoint_every", "evaluate.episodes",
     "evaluate.latency_repeats", "evaluate.latency_batch", "evaluate.top_percent",
+    "saliency_bench.frames", "saliency_bench.n_samples", "saliency_bench.ig_steps", "saliency_bench.occlusion_window",
+    "saliency_bench.occlusion_stride", "saliency_bench.latency_repeats", "saliency_bench.latency_batch", "saliency_bench.deletion_steps",
+    "saliency_bench.sanity_frames", "saliency_bench.noise_level", "attack.episodes", "attack.open_loop_frames", "attack.batch_size",
 }
 
 
@@ -262,6 +329,21 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
+def _validate_attack(a: AttackConfig) -> None:
+    from digr.attacks import make_attack, parse_eps
+
+    for i, e in enumerate(a.eps):
+        try:
+            parse_eps(e)
+        except ValueError as err:
+            raise ConfigError(f"attack.eps[{i}]: {err}") from err
+    for i, name in enumerate(a.attacks):
+        try:
+            make_attack(name, 0.0)
+        except ValueError as err:
+            raise ConfigError(f"attack.attacks[{i}]: {err}") from err
+
+
 def _validate(cfg: ExperimentConfig) -> None:
     if not 0.0 <= cfg.mask.kappa <= 1.0:
         raise ConfigError(f"mask.kappa: must be in [0, 1], got {cfg.mask.kappa}")
@@ -279,6 +361,14 @@ def _validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"distill.students[{i}]: mask 'none' needs lam 0 (got {s.lam}); use mask 'all' or 'selective'")
         if not s.name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"distill.students[{i}].name: {s.name!r} must be letters, digits, '_' or '-' (it names files)")
+    for i, m in enumerate(cfg.saliency_bench.methods):
+        if m not in SALIENCY_BENCH_METHODS:
+            close = difflib.get_close_matches(m, SALIENCY_BENCH_METHODS, n=1)
+            raise ConfigError(f"saliency_bench.methods[{i}]: unknown method {m!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                              f"choose from {list(SALIENCY_BENCH_METHODS)}")
+    _validate_attack(cfg.attack)
+    if not 0.0 < cfg.saliency_bench.confidence < 1.0:
+        raise ConfigError(f"saliency_bench.confidence: must be in (0, 1), got {cfg.saliency_bench.confidence}")
     if cfg.teacher.batch_size > cfg.teacher.n_envs * cfg.teacher.n_steps:
         raise ConfigError("teacher.batch_size: must be <= teacher.n_envs * teacher.n_steps (one rollout)")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):

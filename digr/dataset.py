@@ -43,35 +43,48 @@ class StateDataset:
 
 
 def collect_states(env_fn: Callable[[], gym.Env], teacher: nn.Module, n_states: int, seed: int, temperature: float = 1.0,
-                   progress: Callable[[int], None] | None = None) -> StateDataset:
+                   progress: Callable[[int], None] | None = None, max_per_episode: int | None = None) -> StateDataset:
     """Roll out the teacher (sampling at ``temperature``) from episode seeds ``seed, seed+1, …`` until ``n_states`` states.
 
-    :raises ValueError: ``n_states`` < 1 or ``temperature`` ≤ 0.
+    With ``max_per_episode`` each episode contributes at most that many states, drawn uniformly without replacement
+    from the whole episode (seeded), so a dataset covers more layouts and fewer near-repeats of one looping episode.
+
+    :raises ValueError: ``n_states`` < 1, ``temperature`` ≤ 0 or ``max_per_episode`` < 1.
     """
     if n_states < 1 or temperature <= 0:
         raise ValueError(f"need n_states >= 1 and temperature > 0, got {n_states}, {temperature}")
+    if max_per_episode is not None and max_per_episode < 1:
+        raise ValueError(f"max_per_episode must be >= 1 or None, got {max_per_episode}")
     env = env_fn()
     gen = th.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     images, sides, logits, masks, episodes = [], [], [], [], []
     ep = seed
     while len(images) < n_states:
         obs, info = env.reset(seed=ep)
         done = False
-        while not done and len(images) < n_states:
+        rec: list[tuple] = []
+        while not done:
             image, side = obs_to_tensors(obs)
             with th.no_grad():
                 lg = teacher(image, side)[0]
-            images.append(obs["image"])
-            if side is not None:
-                sides.append(obs["side"])
-            logits.append(lg.numpy())
-            masks.append(info.get("target_mask", np.zeros(obs["image"].shape[1:], bool)))
-            episodes.append(ep)
+            rec.append((obs["image"], obs.get("side"), lg.numpy(), info.get("target_mask", np.zeros(obs["image"].shape[1:], bool))))
             action = int(th.multinomial(th.softmax(lg / temperature, 0), 1, generator=gen))
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
-            if progress:
-                progress(len(images))
+        keep = np.arange(len(rec))
+        if max_per_episode is not None and len(rec) > max_per_episode:
+            keep = np.sort(rng.choice(len(rec), max_per_episode, replace=False))
+        for k in keep[: n_states - len(images)]:
+            img, sd, lg, m = rec[k]
+            images.append(img)
+            if sd is not None:
+                sides.append(sd)
+            logits.append(lg)
+            masks.append(m)
+            episodes.append(ep)
+        if progress:
+            progress(len(images))
         ep += 1
     env.close()
     return StateDataset(np.stack(images), np.stack(logits).astype(np.float32), np.stack(masks).astype(bool),

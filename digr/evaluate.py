@@ -28,7 +28,8 @@ def rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, episodes: 
     """Run ``episodes`` full episodes (seeds ``seed + i``) and summarise them.
 
     :returns: ``{"returns": [...], "successes": [...], "lengths": [...], "return_mean", "return_std", "return_ci95",
-        "success_rate", "success_ci95", "episodes"}``; CIs are normal-approximation 95 % half-widths.
+        "success_rate", "success_ci95", "episodes"}``; CIs are normal-approximation 95 % half-widths. Success comes from
+        ``info["is_success"]`` at the episode's end; envs without it (Atari: the score is the metric) give NaN.
     """
     env = env_fn()
     gen = th.Generator().manual_seed(seed)
@@ -46,16 +47,16 @@ def rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, episodes: 
             n += 1
             done = terminated or truncated
         returns.append(total)
-        successes.append(float(info.get("is_success", total > 0)))
+        successes.append(float(info["is_success"]) if "is_success" in info else float("nan"))
         lengths.append(n)
         if progress:
             progress(i + 1)
     env.close()
     r, s = np.asarray(returns), np.asarray(successes)
     _, r_ci, _ = nanmean_ci(r)
-    _, s_ci, _ = nanmean_ci(s)
+    s_mean, s_ci, _ = nanmean_ci(s)
     return {"episodes": episodes, "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if episodes > 1 else 0.0,
-            "return_ci95": r_ci, "success_rate": float(s.mean()), "success_ci95": s_ci,
+            "return_ci95": r_ci, "success_rate": s_mean, "success_ci95": s_ci,
             "mean_length": float(np.mean(lengths)), "returns": returns, "successes": successes, "lengths": lengths}
 
 

@@ -12,6 +12,7 @@ import functools
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from digr.config import ExperimentConfig, StageError, config_to_dict
 from digr.dataset import collect_states, load_dataset, save_dataset
 from digr.distill import DistillData, train_student
 from digr.envs_contract import make_env
-from digr.evaluate import agree_actions, batched, map_quality, rollout_returns, time_per_map
+from digr.evaluate import agree_actions, batched, map_quality, rollout_returns
 from digr.masks import selective_mask
 from digr.nets import PolicyNet
 from digr.policies import greedy_action, load_student, save_student
@@ -36,7 +37,7 @@ from digr.tracking import Tracker
 
 __all__ = ["StageConfigMismatch", "Pipeline", "STAGES"]
 
-STAGES = ("teacher", "dataset", "saliency", "distill", "evaluate")
+STAGES = ("teacher", "dataset", "saliency", "distill", "evaluate", "saliency_bench")
 console = Console(stderr=True)
 
 
@@ -54,6 +55,20 @@ def _diff(old, new, prefix=""):
     return out
 
 
+def _drop_new_defaults(old, new, default):
+    """``new`` without the keys that ``old`` lacks and whose value is the config default (fields added to DIGR after
+    the stage finished, left at their defaults, do not invalidate it)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    out = {}
+    for k, v in new.items():
+        d = default.get(k) if isinstance(default, dict) else None
+        if k not in old and v == d:
+            continue
+        out[k] = _drop_new_defaults(old.get(k), v, d)
+    return out
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=console, transient=False, disable=not console.is_terminal)
@@ -68,6 +83,8 @@ class Pipeline:
         self.device = cfg.device
         th.manual_seed(cfg.seed)
         self.env_fn = functools.partial(make_env, cfg.env.id, **cfg.env.kwargs)
+        eval_kwargs = cfg.env.kwargs if cfg.env.eval_kwargs is None else cfg.env.eval_kwargs
+        self.eval_env_fn = functools.partial(make_env, cfg.env.eval_id or cfg.env.id, **eval_kwargs)
         self.tracker: Tracker | None = None
 
     # ---------------------------------------------------------------- bookkeeping
@@ -80,7 +97,7 @@ class Pipeline:
             spec = next(s for s in c["distill"]["students"] if s["name"] == student)
             common = {k: v for k, v in c["distill"].items() if k != "students"}
             return {**deps["saliency"], "mask": c["mask"], "distill": common, "student": spec}
-        if stage == "evaluate":
+        if stage in ("evaluate", "saliency_bench"):
             return c
         return deps[stage]
 
@@ -94,8 +111,9 @@ class Pipeline:
             return False
         old = json.loads(marker.read_text())["config"]
         new = json.loads(json.dumps(self._stage_cfg(stage, student)))
-        if stage == "evaluate":
-            return old == new  # evaluation is cheap to redo: rerun it when anything changed
+        new = _drop_new_defaults(old, new, json.loads(json.dumps(config_to_dict(ExperimentConfig()))))
+        if stage in ("evaluate", "saliency_bench"):
+            return old == new  # measurements only: redo them when anything changed
         if old != new:
             changes = "; ".join(_diff(old, new)[:6])
             raise StageConfigMismatch(
@@ -103,9 +121,12 @@ class Pipeline:
                 f"Use a new `name:` for this config, or delete {marker} and the artefacts it names to redo that stage.")
         return True
 
-    def _mark_done(self, stage: str, student: str | None = None, **extra) -> None:
+    def _mark_done(self, stage: str, student: str | None = None, started: float | None = None, **extra) -> None:
+        """Write the stage marker; ``started`` (a ``time.perf_counter()`` value) records the wall time of this invocation."""
         marker = self._marker(stage, student)
         marker.parent.mkdir(parents=True, exist_ok=True)
+        if started is not None:
+            extra["elapsed_s"] = round(time.perf_counter() - started, 1)
         marker.write_text(json.dumps({"config": self._stage_cfg(stage, student), **extra}, indent=2))
 
     def _write_run_info(self) -> None:
@@ -120,12 +141,14 @@ class Pipeline:
             self.tracker = Tracker(self.cfg.track, self.cfg.wandb_project, self.cfg.name, config_to_dict(self.cfg), self.path)
 
     # ---------------------------------------------------------------- stages
-    def teacher(self) -> None:
-        """Train (or resume) the PPO teacher; skipped if finished."""
+    def teacher(self, max_minutes: float | None = None) -> bool:
+        """Train (or resume) the PPO teacher; skipped if finished. With ``max_minutes`` it stops (checkpointed) after
+        that much wall time; returns True when the teacher is finished."""
         self._write_run_info()
         if self.is_done("teacher"):
             console.log(f"teacher: done ({self.path / 'teacher'}), skipping")
-            return
+            return True
+        t0 = time.perf_counter()
         t = self.cfg.teacher
         console.log(f"teacher: SB3 PPO on {self.cfg.env.id} for {t.total_timesteps} steps ({t.n_envs} envs); checkpoints every {t.checkpoint_every}")
         self._start_tracking()
@@ -133,11 +156,17 @@ class Pipeline:
         def report(row):
             self.tracker.log({f"teacher/{k}": v for k, v in row.items()}, step=int(row["steps"]))
             if row["steps"] % (t.n_envs * t.n_steps * 10) < t.n_envs * t.n_steps:
+                score = f"  game score {row['mean_score']:.1f}" if row["mean_score"] == row["mean_score"] else ""
                 console.log(f"teacher: {row['steps']:>8d}/{t.total_timesteps} steps  success {row['success_rate']:.2f}  "
-                            f"return {row['mean_return']:.3f}  {row['steps_per_sec']:.0f} steps/s")
+                            f"return {row['mean_return']:.3f}{score}  {row['steps_per_sec']:.0f} steps/s")
 
-        train_teacher(self.env_fn, t, self.path / "teacher", seed=self.cfg.seed, device=self.device, report=report)
-        self._mark_done("teacher")
+        if train_teacher(self.env_fn, t, self.path / "teacher", seed=self.cfg.seed, device=self.device, report=report,
+                         max_minutes=max_minutes) is None:
+            console.log(f"teacher: stopped after the {max_minutes:g}-minute budget, checkpoint kept in {self.path / 'teacher' / 'checkpoint'}; "
+                        "run the same command again to resume")
+            return False
+        self._mark_done("teacher", started=t0)
+        return True
 
     def load_teacher(self):
         """The trained teacher (:class:`digr.policies.SB3Teacher`)."""
@@ -148,21 +177,24 @@ class Pipeline:
         if self.is_done("dataset"):
             console.log("dataset: done, skipping")
             return
+        t0 = time.perf_counter()
         teacher = self.load_teacher()
         d = self.cfg.dataset
         with _progress() as prog:
             for split, n, seed in (("train", d.train_frames, self.cfg.seed * 1_000_003 + 1), ("heldout", d.heldout_frames, self.cfg.seed * 1_000_003 + 500_001)):
                 task = prog.add_task(f"dataset: {split} states", total=n)
-                ds = collect_states(self.env_fn, teacher, n, seed, d.temperature, progress=lambda k, task=task: prog.update(task, completed=k))
+                ds = collect_states(self.eval_env_fn, teacher, n, seed, d.temperature, progress=lambda k, task=task: prog.update(task, completed=k),
+                                    max_per_episode=d.max_per_episode)
                 save_dataset(ds, self.path / f"dataset_{split}.npz")
                 console.log(f"dataset: {split}: {len(ds)} states from {len(np.unique(ds.episode))} episodes")
-        self._mark_done("dataset")
+        self._mark_done("dataset", started=t0)
 
     def saliency(self) -> None:
         """Teacher perturbation saliency for every stored state (batched), saved as ``teacher_saliency_{split}.npy``."""
         if self.is_done("saliency"):
             console.log("saliency: done, skipping")
             return
+        t0 = time.perf_counter()
         teacher = self.load_teacher()
         p = self.cfg.perturbation
         chunk = 64
@@ -181,7 +213,7 @@ class Pipeline:
             np.save(tmp, maps)
             tmp.replace(self.path / f"teacher_saliency_{split}.npy")
             console.log(f"saliency: {split}: {len(ds)} perturbation maps")
-        self._mark_done("saliency")
+        self._mark_done("saliency", started=t0)
 
     def _masks(self, saliency: np.ndarray) -> np.ndarray:
         m = self.cfg.mask
@@ -201,13 +233,14 @@ class Pipeline:
             if self.is_done("distill", spec.name):
                 console.log(f"distill: student {spec.name!r} done, skipping")
                 continue
+            t0 = time.perf_counter()
             if spec.mask == "selective" and masks is None:
                 masks = self._masks(sal)
             m = {"selective": masks, "all": np.ones(sal.shape, np.float32), "none": None}[spec.mask]
             data = DistillData(ds.images, ds.teacher_logits, ds.side, m)
             c, h, w = ds.images.shape[1:]
             student = PolicyNet((c, h, w), ds.teacher_logits.shape[1], 0 if ds.side is None else ds.side.shape[1],
-                                self.cfg.teacher.cell, self.cfg.teacher.features_dim)
+                                self.cfg.teacher.cell, self.cfg.teacher.features_dim, arch=self.cfg.teacher.arch)
             sdir = self.path / "students"
             sdir.mkdir(parents=True, exist_ok=True)
             self._start_tracking()
@@ -225,10 +258,11 @@ class Pipeline:
                                      progress=lambda k, task=task: prog.update(task, completed=k), device=self.device)
             save_student(student, sdir / f"{spec.name}.safetensors")
             (sdir / f"{spec.name}.history.json").write_text(json.dumps(hist))
-            self._mark_done("distill", spec.name)
+            self._mark_done("distill", spec.name, started=t0)
 
     def evaluate(self) -> Path:
         """Returns, map quality, latency, figures and ``report.md``; returns the report path."""
+        t0 = time.perf_counter()
         cfg, e = self.cfg, self.cfg.evaluate
         for spec in cfg.distill.students:
             if not self.is_done("distill", spec.name):
@@ -247,7 +281,7 @@ class Pipeline:
         with _progress() as prog:
             for name, pol in agents.items():
                 task = prog.add_task(f"evaluate: {name} returns", total=e.episodes)
-                r = rollout_returns(self.env_fn, pol, e.episodes, e.seed, e.deterministic, progress=lambda k, task=task: prog.update(task, completed=k))
+                r = rollout_returns(self.eval_env_fn, pol, e.episodes, e.seed, e.deterministic, progress=lambda k, task=task: prog.update(task, completed=k))
                 target = metrics["teacher"] if name == "teacher" else metrics["students"].setdefault(name, {})
                 target["rollout"] = r
                 console.log(f"evaluate: {name}: success {r['success_rate']:.3f}, return {r['return_mean']:.3f} over {e.episodes} episodes")
@@ -270,30 +304,17 @@ class Pipeline:
         flat = {f"eval/{n}/success_rate": (metrics["teacher"] if n == "teacher" else metrics["students"][n])["rollout"]["success_rate"] for n in agents}
         flat.update({f"eval/{n}/spearman": q["spearman"]["mean"] for n, q in metrics["maps"].items() if "spearman" in q})
         self.tracker.log(flat)
-        self._mark_done("evaluate")
+        self._mark_done("evaluate", started=t0)
         console.log(f"evaluate: report written to {report}")
         return report
 
     def _latency(self, teacher, student, image, side) -> dict:
-        p, e = self.cfg.perturbation, self.cfg.evaluate
-        h, w = image.shape[2:]
-        passes = -(-h // p.stride) * -(-w // p.stride) + 1
-        rows = []
+        from digr.bench import latency_rows
 
-        def pert(x, s):
-            return perturbation_saliency(teacher, x, None, s, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur, stride=p.stride,
-                                         internal_batch_size=p.internal_batch_size)
-
-        def grad(x, s):
-            return gradient_saliency(student, x, greedy_action(student, x, s), s)
-
-        ratio = {}
-        for b in sorted({1, e.latency_batch}):
-            g = time_per_map(grad, image, side, b, e.latency_repeats)
-            q = time_per_map(pert, image, side, b, max(3, e.latency_repeats // 4))
-            rows += [{"map": "student gradient", "passes": "1 fwd + 1 bwd (+1 fwd for the greedy action)", **g},
-                     {"map": f"teacher perturbation (stride {p.stride})", "passes": f"{passes} fwd", **q}]
-            ratio[str(g["batch"])] = q["ms_per_frame"] / g["ms_per_frame"]
+        e = self.cfg.evaluate
+        rows = latency_rows(teacher, student, image, side, self.cfg.perturbation, sorted({1, e.latency_batch}), e.latency_repeats)
+        ratio = {str(b): next(r["ms_per_frame"] for r in rows if r["batch"] == b and r["map"] != "student gradient")
+                 / next(r["ms_per_frame"] for r in rows if r["batch"] == b and r["map"] == "student gradient") for b in sorted({1, e.latency_batch})}
         return {"threads": th.get_num_threads(), "rows": rows, "ratio": ratio}
 
     def _figures(self, held, maps: dict, metrics: dict) -> None:
@@ -306,13 +327,84 @@ class Pipeline:
         hist = {s.name: json.loads((self.path / "students" / f"{s.name}.history.json").read_text()) for s in self.cfg.distill.students}
         plot_distill_history(hist, self.path / "distill_curves.png")
 
+    def saliency_bench(self, force: bool = False) -> dict | None:
+        """Every saliency method on the teacher and students (:mod:`digr.saliency_bench`); adds a report section.
+
+        Skipped when finished with the same config, unless ``force``."""
+        from digr.report import refresh_report
+        from digr.saliency_bench import run_saliency_bench
+
+        if not force and self.is_done("saliency_bench"):
+            console.log("saliency-bench: done, skipping")
+            return None
+        t0 = time.perf_counter()
+        with _progress() as prog:
+            task = prog.add_task("saliency-bench", total=None)
+            res = run_saliency_bench(self.cfg, self.device, log=console.log,
+                                     progress=lambda what, k, n: prog.update(task, completed=k, total=n, description=f"saliency-bench: {what}"))
+        self._mark_done("saliency_bench", started=t0)
+        report = refresh_report(self.path)
+        console.log(f"saliency-bench: table in {self.path / 'saliency_bench' / 'table.md'}" + (f", report {report}" if report else ""))
+        return res
+
+    def attack(self, attacks: list[str] | None = None, eps: list | None = None, episodes: int | None = None) -> Path:
+        """Closed- and open-loop robustness of the teacher and every student under ℓ∞ observation attacks
+        (:mod:`digr.robustness`); writes ``attack/`` (results.json, table.md, return_vs_eps.png) and a report section.
+
+        Arguments override the config's ``attack`` section. Returns the table's path.
+        :raises StageError: the students are not trained yet.
+        """
+        from digr.report import refresh_report
+        from digr.robustness import plot_return_vs_eps, robustness_sweep, robustness_table
+
+        cfg, a = self.cfg, self.cfg.attack
+        for spec in cfg.distill.students:
+            if not self.is_done("distill", spec.name):
+                raise StageError(f"student {spec.name!r} is not trained yet in {self.path}; run `digr run` or `digr distill` first")
+        attacks = attacks or a.attacks
+        eps = eps or a.eps
+        episodes = episodes or a.episodes or cfg.evaluate.episodes
+        agents = {"teacher": self.load_teacher(),
+                  **{s.name: load_student(self.path / "students" / f"{s.name}.safetensors", self.device) for s in cfg.distill.students}}
+        held = load_dataset(self.path / "dataset_heldout.npz")
+        n = min(a.open_loop_frames, len(held))
+        image = th.as_tensor(held.images[:n], device=self.device).float() / 255.0
+        side = None if held.side is None else th.as_tensor(held.side[:n], device=self.device)
+        t0 = time.perf_counter()
+        console.log(f"attack: {list(agents)} × {attacks} × ε {eps}: {episodes} episodes each (closed loop) + {n} held-out states (open loop)")
+        with _progress() as prog:
+            task = prog.add_task("attack", total=None)
+            rows = robustness_sweep(agents, attacks, eps, env_fn=self.eval_env_fn, episodes=episodes, seed=cfg.evaluate.seed, image=image,
+                                    side=side, batch_size=a.batch_size,
+                                    progress=lambda k, total, label: prog.update(task, completed=k, total=total, description=f"attack: {label}"))
+        out = self.path / "attack"
+        out.mkdir(parents=True, exist_ok=True)
+        result = {"attacks": list(attacks), "eps": [str(e) for e in eps], "episodes": episodes, "open_loop_frames": n,
+                  "seed": cfg.evaluate.seed, "elapsed_s": round(time.perf_counter() - t0, 1), "rows": rows}
+        (out / "results.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+        table = robustness_table(rows)
+        (out / "table.md").write_text(table + "\n")
+        plot_return_vs_eps(rows, out / "return_vs_eps.png")
+        (out / "section.md").write_text("\n".join([
+            "## Robustness to observation attacks (`digr attack`)", "",
+            f"ℓ∞ attacks on the image (side inputs untouched), ε in [0, 1] pixel units (k/255 = k uint8 levels); attacked frames are "
+            f"rounded to uint8. Closed loop: {episodes} full episodes per cell (seeds {cfg.evaluate.seed}…), every observation "
+            f"attacked, greedy actions; ± = 95 % CI. Open loop: {n} held-out states, action-flip rate and KL(π(s) ‖ π(s')).", "",
+            table, "", "![Return vs ε](attack/return_vs_eps.png)", "", "*Return under attack against the budget ε.*", ""]))
+        report = refresh_report(self.path)
+        console.log(f"attack: table in {out / 'table.md'}" + (f", report {report}" if report else ""))
+        return out / "table.md"
+
     def run(self) -> Path:
         """All stages in order, skipping finished ones; returns the report path."""
         self.teacher()
         self.dataset()
         self.saliency()
         self.distill()
-        return self.evaluate()
+        report = self.evaluate()
+        if self.cfg.saliency_bench.in_run:
+            self.saliency_bench()
+        return report
 
     def close(self) -> None:
         if self.tracker is not None:

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 from digr.masks import normalize_per_frame  # noqa: E402
 
-__all__ = ["plot_curve", "plot_saliency_grid", "plot_distill_history", "write_report"]
+__all__ = ["plot_curve", "plot_saliency_grid", "plot_distill_history", "write_report", "refresh_report", "SECTION_FILES"]
 
 
 def plot_curve(curve_csv: Path, out_png: Path, title: str) -> None:
@@ -95,21 +95,28 @@ def _fmt(m: dict | None, digits: int = 3) -> str:
     return f"{m['mean']:.{digits}f} ± {ci:.{digits}f}" if ci is not None and np.isfinite(ci) else f"{m['mean']:.{digits}f}"
 
 
+SECTION_FILES = ("saliency_bench/section.md", "attack/section.md")
+
+
 def write_report(run_path: Path, metrics: dict, cfg_dict: dict) -> Path:
-    """Write ``report.md`` from ``metrics.json`` content and the figures already in ``run_path``."""
+    """Write ``report.md`` from ``metrics.json`` content, the figures already in ``run_path`` and the extra sections of
+    :data:`SECTION_FILES` that exist."""
     t = metrics["teacher"]
     lines = [f"# DIGR run `{cfg_dict['name']}`", "",
              f"Environment `{cfg_dict['env']['id']}`; teacher: SB3 PPO, {t.get('num_timesteps', '?')} environment steps; "
              f"seed {cfg_dict['seed']}. Method: our reconstruction of Xing et al. 2022 (arXiv 2205.08685); see README.", ""]
     lines += ["## Returns", "", f"{metrics['eval_episodes']} episodes per agent, seeds {metrics['eval_seed']}…, greedy actions. "
               "± = 95 % confidence half-width.", "",
-              "| agent | λ | mask | success rate | return | mean length | success / teacher | action agreement with teacher (held-out) |",
+              "| agent | λ | mask | success rate | return | mean length | success / teacher (return / teacher without success) "
+              "| action agreement with teacher (held-out) |",
               "|---|---|---|---|---|---|---|---|"]
     ts = t["rollout"]["success_rate"]
+    key = "success_rate" if ts == ts else "return_mean"  # NaN success: envs scored by return (Atari)
+    tv = t["rollout"][key]
 
     def row(name, a, lam="–", mask="–"):
         r = a["rollout"]
-        ratio = f"{r['success_rate'] / ts:.3f}" if ts > 0 else "–"
+        ratio = f"{r[key] / tv:.3f}" if tv > 0 else "–"
         agree = f"{a['action_agreement']:.3f}" if "action_agreement" in a else "–"
         return (f"| {name} | {lam} | {mask} | {r['success_rate']:.3f} ± {r['success_ci95']:.3f} | {r['return_mean']:.3f} ± "
                 f"{r['return_ci95']:.3f} | {r['mean_length']:.1f} | {ratio} | {agree} |")
@@ -145,7 +152,21 @@ def write_report(run_path: Path, metrics: dict, cfg_dict: dict) -> Path:
     lines += ["## Masks", "", f"Fraction of pixels marked non-salient (penalised) by the selective mask on training frames: "
               f"{metrics['mask_fraction']:.3f} (κ = {cfg_dict['mask']['kappa']}, top_p = {cfg_dict['mask']['top_p']}, dilate = "
               f"{cfg_dict['mask']['dilate']}).", ""]
+    for section in SECTION_FILES:  # written by `digr saliency-bench` and `digr attack`
+        if (run_path / section).is_file():
+            lines += [(run_path / section).read_text()]
     out = run_path / "report.md"
     out.write_text("\n".join(lines) + "\n")
     (run_path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return out
+
+
+def refresh_report(run_path: Path) -> Path | None:
+    """Rebuild ``report.md`` from ``metrics.json`` and ``config.yml`` (to pick up new sections); None if there is no
+    evaluation yet (the sections then join the report when ``digr evaluate`` writes it)."""
+    import yaml
+
+    m, c = run_path / "metrics.json", run_path / "config.yml"
+    if not (m.is_file() and c.is_file()):
+        return None
+    return write_report(run_path, json.loads(m.read_text()), yaml.safe_load(c.read_text()))

@@ -1,14 +1,19 @@
 """Teacher training with Stable-Baselines3 PPO (Schulman et al. 2017, arXiv 1707.06347), resumable.
 
-The teacher is an SB3 ``MultiInputPolicy`` whose features extractor is :class:`digr.nets.GridCNN` (shared by actor and
-critic). Artefacts in the run folder's ``teacher/`` directory:
+The teacher is an SB3 ``MultiInputPolicy`` whose features extractor (shared by actor and critic) is
+:class:`digr.nets.GridCNN` (``arch: grid``) or SB3's ``CombinedExtractor`` with its Nature-DQN ``NatureCNN``
+(``arch: nature``, Atari, as RL-Zoo). Artefacts in the run folder's ``teacher/`` directory:
 
 * ``teacher.zip`` — the standard SB3 zip (for SB3 tools: ``PPO.load``, rl-zoo ``enjoy``);
 * ``teacher.safetensors`` + ``teacher.json`` — weights and the architecture/observation spec; DIGR reloads the
   teacher from these (no unpickling);
 * ``checkpoint/`` — policy weights, optimizer state and step count every ``checkpoint_every`` steps; an interrupted
   run resumes from here;
-* ``curve.csv`` — the learning curve (steps, mean return and success rate of the episodes finished in each rollout).
+* ``curve.csv`` — the learning curve (steps, mean return and success rate of the episodes finished in each rollout;
+  ``mean_score``: the true game score of games finished in the rollout, for envs that report ``info["game_score"]``
+  — Atari training envs end episodes at a lost life and clip rewards, so their episode return is not the score).
+
+Training can stop early at a wall-clock budget (``max_minutes``): it checkpoints and a later call resumes.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 
 from digr.checkpoint import CheckpointError, load_module, load_training_state, save_module, save_training_state
 from digr.config import TeacherConfig
@@ -51,8 +56,16 @@ class GridExtractor(BaseFeaturesExtractor):
 
 
 def _policy_kwargs(cfg: TeacherConfig) -> dict:
+    if cfg.arch == "nature":
+        return {"features_extractor_class": CombinedExtractor, "features_extractor_kwargs": {"cnn_output_dim": cfg.features_dim},
+                "share_features_extractor": True, "normalize_images": True}
     return {"features_extractor_class": GridExtractor, "features_extractor_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim},
             "share_features_extractor": True, "normalize_images": True}
+
+
+def _schedule(kind: str, value: float):
+    """SB3 schedule: constant, or linear from ``value`` to 0 over training (SB3's progress_remaining goes 1 → 0)."""
+    return value if kind == "constant" else (lambda progress_remaining: progress_remaining * value)
 
 
 def teacher_spaces(env: gym.Env) -> dict:
@@ -73,14 +86,18 @@ def _spaces_from(spec: dict) -> tuple[spaces.Dict, spaces.Discrete]:
 class _CurveCallback(BaseCallback):
     """Records the learning curve and saves a resumable checkpoint every ``checkpoint_every`` steps."""
 
-    def __init__(self, curve_path: Path, save: Callable[[], None], checkpoint_every: int, total: int, report: Callable[[dict], None] | None):
+    def __init__(self, curve_path: Path, save: Callable[[], None], checkpoint_every: int, total: int, report: Callable[[dict], None] | None,
+                 max_seconds: float | None = None):
         super().__init__()
         self.curve_path, self.save, self.every, self.total, self.report = curve_path, save, checkpoint_every, total, report
+        self.max_seconds = max_seconds
+        self.stopped_early = False
         self.last_ckpt = 0
         self.t0 = time.perf_counter()
         self.steps0 = None
         self.returns: list[float] = []
         self.successes: list[float] = []
+        self.scores: list[float] = []
 
     def _on_step(self) -> bool:
         if self.steps0 is None:
@@ -89,14 +106,20 @@ class _CurveCallback(BaseCallback):
             ep = info.get("episode")
             if ep is not None:
                 self.returns.append(float(ep["r"]))
-                self.successes.append(float(info.get("is_success", False)))
+                self.successes.append(float(info["is_success"]) if "is_success" in info else float("nan"))
+            if info.get("game_score") is not None:
+                self.scores.append(float(info["game_score"]["r"]))
+        if self.max_seconds is not None and time.perf_counter() - self.t0 > self.max_seconds:
+            self.stopped_early = True
+            return False
         return True
 
     def _on_rollout_end(self) -> None:
         if self.returns:
             row = {"steps": self.num_timesteps, "episodes": len(self.returns), "mean_return": float(np.mean(self.returns)),
                    "success_rate": float(np.mean(self.successes)),
-                   "steps_per_sec": (self.num_timesteps - self.steps0) / max(1e-9, time.perf_counter() - self.t0)}
+                   "steps_per_sec": (self.num_timesteps - self.steps0) / max(1e-9, time.perf_counter() - self.t0),
+                   "mean_score": float(np.mean(self.scores)) if self.scores else float("nan")}
             new = not self.curve_path.exists()
             with self.curve_path.open("a", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(row))
@@ -105,28 +128,30 @@ class _CurveCallback(BaseCallback):
                 w.writerow(row)
             if self.report:
                 self.report(row)
-            self.returns, self.successes = [], []
+            self.returns, self.successes, self.scores = [], [], []
         if self.num_timesteps - self.last_ckpt >= self.every:
             self.save()
             self.last_ckpt = self.num_timesteps
 
 
 def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: str | Path, seed: int = 0, device: str = "cpu",
-                  report: Callable[[dict], None] | None = None) -> Path:
+                  report: Callable[[dict], None] | None = None, max_minutes: float | None = None) -> Path | None:
     """Train (or resume training) a PPO teacher until ``cfg.total_timesteps`` environment steps.
 
     :param env_fn: makes one contract env (called ``cfg.n_envs`` times; each is wrapped in SB3's ``Monitor``).
     :param report: called with each learning-curve row (progress display).
-    :returns: path of ``teacher.safetensors``.
+    :param max_minutes: wall-clock budget of this call; when it runs out, training checkpoints and returns None
+        (call again to resume).
+    :returns: path of ``teacher.safetensors``, or None if stopped by ``max_minutes`` before ``total_timesteps``.
     :raises CheckpointError: a corrupt resume checkpoint (delete ``teacher/checkpoint`` to restart).
     """
     out = Path(out_dir)
     ckpt_dir = out / "checkpoint"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    venv = make_vec_env(env_fn, n_envs=cfg.n_envs, seed=seed, monitor_kwargs={"info_keywords": ("is_success",)})
+    venv = make_vec_env(env_fn, n_envs=cfg.n_envs, seed=seed)
     model = PPO("MultiInputPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                learning_rate=cfg.learning_rate, ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, gamma=cfg.gamma,
-                gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range, max_grad_norm=cfg.max_grad_norm,
+                learning_rate=_schedule(cfg.lr_schedule, cfg.learning_rate), ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, gamma=cfg.gamma,
+                gae_lambda=cfg.gae_lambda, clip_range=_schedule(cfg.clip_schedule, cfg.clip_range), max_grad_norm=cfg.max_grad_norm,
                 policy_kwargs=_policy_kwargs(cfg), seed=seed, device=device, verbose=0)
     done_steps = 0
     if (ckpt_dir / "state.pt").is_file():
@@ -135,7 +160,7 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: st
         model.policy.optimizer.load_state_dict(state["optim"])
         done_steps = int(state["num_timesteps"])
         model.num_timesteps = done_steps
-    spec = {"spaces": None, "policy_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim}, "algo": "sb3-ppo"}
+    spec = {"spaces": None, "policy_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim, "arch": cfg.arch}, "algo": "sb3-ppo"}
     env0 = env_fn()
     spec["spaces"] = teacher_spaces(env0)
     env0.close()
@@ -146,10 +171,16 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: st
 
     remaining = cfg.total_timesteps - done_steps
     if remaining > 0:
-        cb = _CurveCallback(out / "curve.csv", save, cfg.checkpoint_every, cfg.total_timesteps, report)
+        cb = _CurveCallback(out / "curve.csv", save, cfg.checkpoint_every, cfg.total_timesteps, report,
+                            None if max_minutes is None else 60.0 * max_minutes)
         cb.last_ckpt = done_steps
+        # resuming with reset_num_timesteps=False, SB3 measures schedule progress as num_timesteps / total_timesteps,
+        # so a linear schedule continues where it stopped
         model.learn(total_timesteps=remaining, callback=cb, reset_num_timesteps=done_steps == 0)
         save()
+        if cb.stopped_early:
+            venv.close()
+            return None
     venv.close()
     model.save(out / "teacher.zip")
     save_module(model.policy, out / "teacher.safetensors")

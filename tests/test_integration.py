@@ -15,6 +15,8 @@ TINY = [
     "-o", "dataset.train_frames=96", "-o", "dataset.heldout_frames=32",
     "-o", "distill.steps=20", "-o", "distill.batch_size=16", "-o", "distill.checkpoint_every=10",
     "-o", "evaluate.episodes=3", "-o", "evaluate.latency_repeats=2", "-o", "evaluate.latency_batch=4", "-o", "evaluate.figure_frames=2",
+    "-o", "saliency_bench.frames=6", "-o", "saliency_bench.n_samples=3", "-o", "saliency_bench.ig_steps=3", "-o", "saliency_bench.latency_repeats=1",
+    "-o", "saliency_bench.latency_batch=4", "-o", "saliency_bench.deletion_steps=4", "-o", "saliency_bench.sanity_frames=3",
 ]
 CONFIG = "experiments/minigrid_fetch.yaml"
 
@@ -23,6 +25,11 @@ def _strip_timing(m):
     m = dict(m)
     m.pop("latency")
     return m
+
+
+def test_saliency_bench_needs_a_trained_run(tmp_path, capsys):
+    assert main(["saliency-bench", CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=nothing"]) == 2
+    assert "digr run" in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -41,6 +48,12 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     assert m["latency"]["ratio"]["1"] > 1.0  # one backward pass beats 257 forward passes even at batch 1
     report = (run / "report.md").read_text()
     assert "| digr |" in report and "Spearman" in report
+    # the saliency-bench stage ran every method on every agent and joined the report
+    bench = json.loads((run / "saliency_bench" / "results.json").read_text())
+    assert len(bench["rows"]) == 4 * 12 and (run / "saliency_bench" / "quality_vs_cost.png").is_file()
+    assert "## Saliency methods: quality vs cost" in report and "| digr | adaptgrad-3 |" in report
+    ref_row = next(r for r in bench["rows"] if r["agent"] == "teacher" and r["method"].startswith("perturbation"))
+    assert ref_row["spearman"]["mean"] > 0.999  # the teacher's perturbation map is the reference itself
 
     # a rerun skips every finished stage and leaves artefacts untouched
     before = (run / "students" / "digr.safetensors").stat().st_mtime_ns
@@ -64,6 +77,9 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
     a, b = _strip_timing(m), _strip_timing(mb)
     assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str) or _close(a, b)
+    bench_b = json.loads((tmp_path / "b" / "saliency_bench" / "results.json").read_text())
+    untimed = [[{k: v for k, v in r.items() if k not in ("ms_per_frame", "bench_compute_s")} for r in x["rows"]] for x in (bench, bench_b)]
+    assert _close(untimed[0], untimed[1])
     shutil.rmtree(tmp_path / "b")
 
 

@@ -1,7 +1,8 @@
 """Input-gradient saliency and the differentiable input gradient used by DIGR's penalty.
 
 Vanilla gradient saliency: Simonyan, Vedaldi, Zisserman 2013, "Deep Inside Convolutional Networks" (arXiv 1312.6034),
-map = max over channels of |∂g/∂x|. The score g is chosen by ``target`` (see :data:`TARGETS`).
+map = max over channels of |∂g/∂x|. Gradient × input: Shrikumar et al. 2016, "Not Just a Black Box" (arXiv
+1605.01713), attribution = x ⊙ ∂g/∂x. The score g is chosen by ``target`` (see :data:`TARGETS`).
 
 Captum's gradients are computed without ``create_graph`` and cannot be trained through, so the penalty path owns this
 code: :func:`input_gradient` with ``create_graph=True`` supports double backpropagation.
@@ -13,7 +14,10 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TARGETS", "target_score", "input_gradient", "gradient_saliency"]
+from digr.saliency.base import Cost, SaliencyMethod, check_inputs
+
+__all__ = ["TARGETS", "target_score", "input_gradient", "batched_input_gradient", "gradient_saliency", "VanillaGradient",
+           "GradientXInput"]
 
 TARGETS = ("log_prob", "sum_log_prob", "logit")
 
@@ -60,3 +64,55 @@ def gradient_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor, si
     One forward and one backward pass for the whole batch. See :func:`input_gradient` for arguments.
     """
     return input_gradient(policy, image, action, side, target).abs().amax(dim=1)
+
+
+def batched_input_gradient(policy: nn.Module, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
+                           target: str = "log_prob", batch_size: int = 256) -> th.Tensor:
+    """:func:`input_gradient` over chunks of at most ``batch_size`` images (bounds memory), float ``[N, C, H, W]``.
+
+    :raises ValueError: ``batch_size`` < 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = [input_gradient(policy, image[i : i + batch_size], action[i : i + batch_size],
+                          None if side is None else side[i : i + batch_size], target) for i in range(0, len(image), batch_size)]
+    return th.cat(out) if out else image.new_zeros(image.shape)
+
+
+class VanillaGradient(SaliencyMethod):
+    """Vanilla gradient (Simonyan et al. 2013, eq. for the class saliency map: w = ∂S_c/∂I).
+
+    ``attribute`` → float ``[B, C, H, W]``: ∂g/∂x, signed, per [0, 1] pixel unit. One forward + one backward pass
+    per batch. Equals ``captum.attr.Saliency(f).attribute(x, target=a, abs=False)`` for ``target="logit"``.
+
+    :param target: the score g (see :data:`TARGETS`); ``log_prob`` (default) is DIGR's deployment map.
+    :param batch_size: at most this many images per backward pass.
+    """
+
+    name = "gradient"
+
+    def __init__(self, target: str = "log_prob", batch_size: int = 256, reduce: str = "abs_max"):
+        super().__init__(reduce)
+        if target not in TARGETS:
+            raise ValueError(f"target={target!r} is not one of {TARGETS}")
+        self.target, self.batch_size = target, batch_size
+
+    def attribute(self, policy, image, action, side=None):
+        check_inputs(image, action, side)
+        return batched_input_gradient(policy, image, action, side, self.target, self.batch_size)
+
+    def cost(self, image_shape):
+        return Cost(1, 1)
+
+
+class GradientXInput(VanillaGradient):
+    """Gradient × input (Shrikumar et al. 2016): ``attribute`` → ``x ⊙ ∂g/∂x``, float ``[B, C, H, W]`` (units of g).
+
+    Equals ``captum.attr.InputXGradient(f).attribute(x, target=a)`` for ``target="logit"``. Note that black pixels
+    (x = 0) always get zero attribution: a known weakness on Atari frames.
+    """
+
+    name = "grad_x_input"
+
+    def attribute(self, policy, image, action, side=None):
+        return image * super().attribute(policy, image, action, side)

@@ -23,7 +23,9 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["gaussian_blur", "gaussian_masks", "perturbation_saliency"]
+from digr.saliency.base import Cost, SaliencyMethod, check_inputs
+
+__all__ = ["gaussian_blur", "gaussian_masks", "perturbation_saliency", "PerturbationSaliency"]
 
 
 def _gaussian_kernel1d(sigma: float, dtype: th.dtype, device) -> th.Tensor:
@@ -116,3 +118,27 @@ def perturbation_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor
     if return_grid:
         return sal, grid.squeeze(1).clone()
     return sal
+
+
+class PerturbationSaliency(SaliencyMethod):
+    """Greydanus et al. 2018 perturbation saliency as a :class:`~digr.saliency.base.SaliencyMethod`.
+
+    ``attribute`` → float ``[B, 1, H, W]`` ≥ 0 (½·squared logit change; the action is ignored, the score covers all
+    logits). Cost: ceil(H/d)·ceil(W/d) + 1 forward passes, no backward pass. Parameters as :func:`perturbation_saliency`.
+    """
+
+    name = "perturbation"
+
+    def __init__(self, sigma_mask: float = 5.0, sigma_blur: float = 3.0, stride: int = 5, internal_batch_size: int = 4096,
+                 reduce: str = "abs_max"):
+        super().__init__(reduce)
+        self.sigma_mask, self.sigma_blur, self.stride, self.internal_batch_size = sigma_mask, sigma_blur, stride, internal_batch_size
+
+    def attribute(self, policy, image, action=None, side=None):
+        check_inputs(image, action, side, need_action=False)
+        return perturbation_saliency(policy, image, action, side, sigma_mask=self.sigma_mask, sigma_blur=self.sigma_blur, stride=self.stride,
+                                     internal_batch_size=self.internal_batch_size).unsqueeze(1)
+
+    def cost(self, image_shape):
+        _, h, w = image_shape
+        return Cost(math.ceil(h / self.stride) * math.ceil(w / self.stride) + 1, 0)

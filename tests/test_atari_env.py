@@ -1,0 +1,195 @@
+"""The Atari adapter (envs/atari.py): DIGR contract, DeepMind preprocessing, train/eval protocols, seeding, kwargs.
+
+Real ALE (ale-py ROMs), tiny budgets: Breakout runs at about 1-2k agent steps/s on one core; the file takes ~10 s.
+"""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+pytest.importorskip("cv2")
+
+from digr.envs_contract import check_contract, make_env  # noqa: E402
+
+TRAIN, EVAL = "envs.atari:DIGR/Breakout-train-v0", "envs.atari:DIGR/Breakout-eval-v0"
+NOOP, FIRE = 0, 1
+
+
+def _find(env, cls_name):
+    while True:
+        if type(env).__name__ == cls_name:
+            return env
+        if not hasattr(env, "env"):
+            raise LookupError(cls_name)
+        env = env.env
+
+
+def _frame(env) -> int:
+    return env.unwrapped.ale.getEpisodeFrameNumber()
+
+
+@pytest.mark.parametrize("env_id", [TRAIN, EVAL])
+def test_contract_shape_dtype_and_reset_padding(env_id):
+    env = make_env(env_id)  # runs check_contract
+    check_contract(env)
+    assert env.spec.max_episode_steps == 27_000
+    assert env.observation_space["image"] == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    assert set(env.observation_space.spaces) == {"image"} and env.action_space == gym.spaces.Discrete(4)
+    assert env.unwrapped.get_action_meanings() == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    obs, info = env.reset(seed=1)
+    image = obs["image"]
+    assert image.shape == (4, 84, 84) and image.dtype == np.uint8 and env.observation_space.contains(obs)
+    assert info["lives"] == 5 and "target_mask" not in info
+    assert all(np.array_equal(image[0], image[k]) for k in (1, 2, 3))  # reset padding repeats the first frame
+    assert image.max() > 0  # a real screen, not zero padding
+    prev = image
+    for _ in range(6):
+        obs, *_ = env.step(NOOP)
+        np.testing.assert_array_equal(obs["image"][:3], prev[1:])  # oldest first, shifts by one frame per step
+        prev = obs["image"]
+    assert not all(np.array_equal(prev[0], prev[k]) for k in (1, 2, 3))  # the ball moves
+    env.close()
+
+
+def test_frame_skip_is_four_and_noop_reset():
+    env = make_env(TRAIN)
+    starts = set()
+    for seed in range(4):
+        env.reset(seed=seed)
+        start = _frame(env)
+        starts.add(start)
+        assert 1 + 8 <= start <= 30 + 8  # 1..30 single-frame no-ops, then FIRE and RIGHT (4 frames each)
+        for i in range(1, 6):
+            env.step(env.action_space.sample())
+            assert _frame(env) == start + 4 * i
+    assert len(starts) > 1  # the number of no-ops is random across seeds
+    env = make_env(TRAIN, noop_max=0)
+    env.reset(seed=0)
+    assert _frame(env) == 8
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", [TRAIN, EVAL])
+def test_seeded_reset_is_reproducible(env_id):
+    actions = np.random.default_rng(0).integers(0, 4, 150)
+
+    def run(env, seed):
+        obs, _ = env.reset(seed=seed)
+        frames, rewards = [obs["image"]], []
+        for a in actions:
+            obs, r, term, trunc, _ = env.step(int(a))
+            frames.append(obs["image"])
+            rewards.append(float(r))
+            if term or trunc:
+                break
+        return np.stack(frames), rewards
+
+    env_a, env_b = make_env(env_id), make_env(env_id)
+    f1, r1 = run(env_a, 7)
+    f2, r2 = run(env_a, 7)  # same env, re-seeded (also after a life loss in the training env)
+    f3, r3 = run(env_b, 7)  # fresh env
+    assert r1 == r2 == r3
+    np.testing.assert_array_equal(f1, f2)
+    np.testing.assert_array_equal(f1, f3)
+    f4, _ = run(env_a, 8)
+    assert f4.shape != f1.shape or not np.array_equal(f4, f1)
+
+
+def test_train_ends_on_life_loss_and_continues_the_game():
+    env = make_env(TRAIN)
+    obs, info = env.reset(seed=0)
+    for t in range(500):  # NOOP after the launch: the ball is missed within a few hundred steps
+        obs, r, term, trunc, info = env.step(NOOP)
+        if term or trunc:
+            break
+    assert term and not trunc and info["lives"] == 4
+    frame = _frame(env)
+    obs, info = env.reset()  # not a real reset: one NOOP, FIRE, RIGHT, same game
+    assert info["lives"] == 4 and _frame(env) == frame + 12
+    assert all(np.array_equal(obs["image"][0], obs["image"][k]) for k in (1, 2, 3))
+    env.reset(seed=0)  # a seeded reset is a real reset
+    assert env.unwrapped.ale.lives() == 5
+    env.close()
+
+
+def test_eval_plays_full_game_and_relaunches_after_life_loss():
+    env = make_env(EVAL)
+    env.reset(seed=0)
+    lives = [5]
+    for t in range(3000):  # always NOOP: only the automatic FIRE after each lost life keeps the game going
+        obs, r, term, trunc, info = env.step(NOOP)
+        if info["lives"] != lives[-1]:
+            lives.append(info["lives"])
+        if term or trunc:
+            break
+    assert term and not trunc, "the game did not end: the ball was not relaunched after a lost life"
+    assert lives == [5, 4, 3, 2, 1, 0]
+    env.close()
+
+
+def test_train_rewards_are_sign_clipped_eval_rewards_are_true():
+    """Within the first life both envs are the same process, so with equal seeds and actions train == sign(eval)."""
+    actions = np.random.default_rng(1).integers(0, 4, 3000)
+    train, evaluation = make_env(TRAIN), make_env(EVAL)
+    found_reward = False
+    for seed in range(60):  # random play scores in the first life in roughly one game in five
+        train.reset(seed=seed)
+        evaluation.reset(seed=seed)
+        for a in actions:
+            _, rt, term, trunc, info = train.step(int(a))
+            _, re, _, _, info_e = evaluation.step(int(a))
+            assert rt in (-1.0, 0.0, 1.0) and rt == np.sign(re)
+            found_reward |= re > 0
+            if term or trunc:
+                break
+        if found_reward:
+            break
+    assert found_reward
+    clip = _find(train, "ClipRewardEnv")
+    assert clip.reward(7.0) == 1.0 and clip.reward(4.0) == 1.0 and clip.reward(-3.0) == -1.0 and clip.reward(0.0) == 0.0
+    with pytest.raises(LookupError):
+        _find(evaluation, "ClipRewardEnv")
+    # a random full game in the eval env scores the true, unclipped sum
+    evaluation.reset(seed=0)
+    total, done = 0.0, False
+    for a in actions:
+        _, r, term, trunc, info = evaluation.step(int(a))
+        total += r
+        if term or trunc:
+            break
+    assert term and info["lives"] == 0 and total >= 0
+
+
+def test_kwargs_pass_through_gym_make():
+    env = make_env(EVAL, repeat_action_probability=0.0, max_episode_steps=10, max_episode_frames=50_000, frame_stack=2)
+    ale = env.unwrapped.ale
+    assert ale.getFloat("repeat_action_probability") == 0.0 and ale.getInt("max_num_frames_per_episode") == 50_000
+    assert env.observation_space["image"].shape == (2, 84, 84)
+    env.reset(seed=0)
+    for t in range(10):
+        _, _, term, trunc, _ = env.step(NOOP)
+    assert trunc and not term  # TimeLimit from gym.make's max_episode_steps
+    assert make_env(TRAIN).unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)  # -v5 default
+
+
+def test_unknown_or_bad_kwargs_raise_clear_errors():
+    with pytest.raises(TypeError, match=r"unknown keyword.*'noop_maxx'.*Did you mean 'noop_max'"):
+        make_env(TRAIN, noop_maxx=3)
+    with pytest.raises(TypeError, match="fixed by the id"):
+        make_env(TRAIN, mode="eval")
+    with pytest.raises(ValueError, match="repeat_action_probability"):
+        make_env(TRAIN, repeat_action_probability=1.5)
+    with pytest.raises(ValueError, match="frame_stack"):
+        make_env(EVAL, frame_stack=0)
+
+
+def test_frames_to_hwc():
+    from envs.atari import atari_frames_to_hwc
+
+    env = make_env(EVAL)
+    obs, _ = env.reset(seed=0)
+    frames = atari_frames_to_hwc(obs["image"])
+    assert len(frames) == 4 and all(f.shape == (84, 84) and f.dtype == np.uint8 for f in frames)
+    with pytest.raises(ValueError):
+        atari_frames_to_hwc(obs["image"][0])
