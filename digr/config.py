@@ -139,6 +139,13 @@ class DistillConfig:
 
     ``target`` picks g: ``log_prob`` = log π_S(a*|s), a* = argmax π_T (default); ``sum_log_prob`` = Σ_a log π_S(a|s)
     (Ross et al. 2017); ``logit`` = the student's logit of a*.
+
+    DAgger (Ross, Gordon, Bagnell 2011, "A Reduction of Imitation Learning and Structured Prediction to No-Regret
+    Online Learning", AISTATS; for distillation see Czarnecki et al. 2019, "Distilling Policy Distillation"): after the
+    first ``steps``, each of ``dagger_rounds`` rounds rolls the student out greedily, keeps ``dagger_frames`` of the
+    states it visits (at most ``dataset.max_per_episode`` per episode), labels them with the teacher's logits (and its
+    perturbation maps for selective masks), adds them to the student's data and trains ``steps`` more. Every student of
+    the run gets the same rounds. 0 = plain distillation from teacher states only.
     """
 
     steps: int = 4_000
@@ -147,6 +154,8 @@ class DistillConfig:
     tau: float = 1.0
     target: Literal["log_prob", "sum_log_prob", "logit"] = "log_prob"
     checkpoint_every: int = 500
+    dagger_rounds: int = 0
+    dagger_frames: int = 1_000
     students: list[StudentSpec] = field(default_factory=_default_students)
 
 
@@ -244,7 +253,7 @@ _POSITIVE = {
     "teacher.learning_rate", "teacher.cell", "teacher.features_dim", "teacher.checkpoint_every",
     "dataset.train_frames", "dataset.heldout_frames", "dataset.temperature", "dataset.max_per_episode", "perturbation.sigma_mask",
     "perturbation.sigma_blur", "perturbation.stride", "perturbation.internal_batch_size", "distill.steps",
-    "distill.batch_size", "distill.learning_rate", "distill.tau", "distill.checkpoint_every", "evaluate.episodes",
+    "distill.batch_size", "distill.learning_rate", "distill.dagger_frames", "distill.tau", "distill.checkpoint_every", "evaluate.episodes",
     "evaluate.latency_repeats", "evaluate.latency_batch", "evaluate.top_percent",
     "saliency_bench.frames", "saliency_bench.n_samples", "saliency_bench.ig_steps", "saliency_bench.occlusion_window",
     "saliency_bench.occlusion_stride", "saliency_bench.latency_repeats", "saliency_bench.latency_batch", "saliency_bench.deletion_steps",
@@ -351,6 +360,8 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"mask.top_p: a percentage in (0, 100), got {cfg.mask.top_p}")
     if cfg.mask.dilate < 0:
         raise ConfigError(f"mask.dilate: must be >= 0 pixels, got {cfg.mask.dilate}")
+    if cfg.distill.dagger_rounds < 0:
+        raise ConfigError(f"distill.dagger_rounds: must be >= 0, got {cfg.distill.dagger_rounds}")
     names = [s.name for s in cfg.distill.students]
     if len(set(names)) != len(names):
         raise ConfigError(f"distill.students: names must be unique, got {names}")

@@ -43,10 +43,12 @@ class StateDataset:
 
 
 def collect_states(env_fn: Callable[[], gym.Env], teacher: nn.Module, n_states: int, seed: int, temperature: float = 1.0,
-                   progress: Callable[[int], None] | None = None, max_per_episode: int | None = None) -> StateDataset:
+                   progress: Callable[[int], None] | None = None, max_per_episode: int | None = None,
+                   actor: nn.Module | None = None) -> StateDataset:
     """Roll out the teacher (sampling at ``temperature``) from episode seeds ``seed, seed+1, …`` until ``n_states`` states.
 
-    With ``max_per_episode`` each episode contributes at most that many states, drawn uniformly without replacement
+    With ``actor`` (DAgger), the actor chooses the actions greedily (argmax of its logits) and the teacher only labels
+    the visited states with its logits. With ``max_per_episode`` each episode contributes at most that many states, drawn uniformly without replacement
     from the whole episode (seeded), so a dataset covers more layouts and fewer near-repeats of one looping episode.
 
     :raises ValueError: ``n_states`` < 1, ``temperature`` ≤ 0 or ``max_per_episode`` < 1.
@@ -68,8 +70,12 @@ def collect_states(env_fn: Callable[[], gym.Env], teacher: nn.Module, n_states: 
             image, side = obs_to_tensors(obs)
             with th.no_grad():
                 lg = teacher(image, side)[0]
+                act_logits = None if actor is None else actor(image, side)[0]
             rec.append((obs["image"], obs.get("side"), lg.numpy(), info.get("target_mask", np.zeros(obs["image"].shape[1:], bool))))
-            action = int(th.multinomial(th.softmax(lg / temperature, 0), 1, generator=gen))
+            if act_logits is not None:
+                action = int(act_logits.argmax())
+            else:
+                action = int(th.multinomial(th.softmax(lg / temperature, 0), 1, generator=gen))
             obs, _, terminated, truncated, info = env.step(action)
             done = terminated or truncated
         keep = np.arange(len(rec))

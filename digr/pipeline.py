@@ -200,20 +200,52 @@ class Pipeline:
         chunk = 64
         for split in ("train", "heldout"):
             ds = load_dataset(self.path / f"dataset_{split}.npz")
-            maps = np.zeros((len(ds), *ds.images.shape[2:]), np.float32)
-            with _progress() as prog:
-                task = prog.add_task(f"saliency: teacher perturbation maps ({split})", total=len(ds))
-                for i in range(0, len(ds), chunk):
-                    image = th.as_tensor(ds.images[i : i + chunk], device=self.device).float() / 255.0
-                    side = None if ds.side is None else th.as_tensor(ds.side[i : i + chunk], device=self.device)
-                    maps[i : i + chunk] = perturbation_saliency(teacher, image, None, side, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
-                                                                stride=p.stride, internal_batch_size=p.internal_batch_size).cpu().numpy()
-                    prog.update(task, completed=min(len(ds), i + chunk))
+            maps = self._teacher_maps(teacher, ds, f"saliency: teacher perturbation maps ({split})")
             tmp = self.path / f"teacher_saliency_{split}.tmp.npy"
             np.save(tmp, maps)
             tmp.replace(self.path / f"teacher_saliency_{split}.npy")
             console.log(f"saliency: {split}: {len(ds)} perturbation maps")
         self._mark_done("saliency", started=t0)
+
+    def _teacher_maps(self, teacher, ds, label: str) -> np.ndarray:
+        """Teacher perturbation maps of every state of ``ds``, float32 ``[N, H, W]`` (batched, 64 frames per call)."""
+        p, chunk = self.cfg.perturbation, 64
+        maps = np.zeros((len(ds), *ds.images.shape[2:]), np.float32)
+        with _progress() as prog:
+            task = prog.add_task(label, total=len(ds))
+            for i in range(0, len(ds), chunk):
+                image = th.as_tensor(ds.images[i : i + chunk], device=self.device).float() / 255.0
+                side = None if ds.side is None else th.as_tensor(ds.side[i : i + chunk], device=self.device)
+                maps[i : i + chunk] = perturbation_saliency(teacher, image, None, side, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
+                                                            stride=p.stride, internal_batch_size=p.internal_batch_size).cpu().numpy()
+                prog.update(task, completed=min(len(ds), i + chunk))
+        return maps
+
+    def _dagger_data(self, spec, student, teacher, round_: int) -> tuple:
+        """States visited by the greedy student in DAgger round ``round_``, labelled by the teacher; cached on disk in
+        ``students/<name>.dagger<round>.npz`` so an interrupted run reuses them. Returns (dataset, teacher maps or None)."""
+        from digr.dataset import StateDataset
+
+        path = self.path / "students" / f"{spec.name}.dagger{round_}.npz"
+        need_maps = spec.mask == "selective"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                ds = StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z["side"] if "side" in z else None)
+                return ds, (z["maps"] if need_maps else None)
+        d = self.cfg.distill
+        seed = self.cfg.seed * 1_000_003 + 700_001 + 100_000 * round_
+        ds = collect_states(self.eval_env_fn, teacher, d.dagger_frames, seed, max_per_episode=self.cfg.dataset.max_per_episode, actor=student)
+        maps = self._teacher_maps(teacher, ds, f"distill: {spec.name} DAgger round {round_} teacher maps") if need_maps else None
+        arrays = {"images": ds.images, "teacher_logits": ds.teacher_logits, "target_mask": ds.target_mask, "episode": ds.episode}
+        if ds.side is not None:
+            arrays["side"] = ds.side
+        if maps is not None:
+            arrays["maps"] = maps
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+        console.log(f"distill: {spec.name} DAgger round {round_}: {len(ds)} student-visited states from {len(np.unique(ds.episode))} episodes")
+        return ds, maps
 
     def _masks(self, saliency: np.ndarray) -> np.ndarray:
         m = self.cfg.mask
@@ -239,23 +271,37 @@ class Pipeline:
             m = {"selective": masks, "all": np.ones(sal.shape, np.float32), "none": None}[spec.mask]
             data = DistillData(ds.images, ds.teacher_logits, ds.side, m)
             c, h, w = ds.images.shape[1:]
-            student = PolicyNet((c, h, w), ds.teacher_logits.shape[1], 0 if ds.side is None else ds.side.shape[1],
-                                self.cfg.teacher.cell, self.cfg.teacher.features_dim, arch=self.cfg.teacher.arch)
+            with th.random.fork_rng():  # the initial weights depend on the seed only, not on which stages ran before
+                th.manual_seed(self.cfg.seed)
+                student = PolicyNet((c, h, w), ds.teacher_logits.shape[1], 0 if ds.side is None else ds.side.shape[1],
+                                    self.cfg.teacher.cell, self.cfg.teacher.features_dim, arch=self.cfg.teacher.arch)
             sdir = self.path / "students"
             sdir.mkdir(parents=True, exist_ok=True)
             self._start_tracking()
-            with _progress() as prog:
-                task = prog.add_task(f"distill: {spec.name} (λ={spec.lam:g}, mask={spec.mask})", total=d.steps)
+            teacher = self.load_teacher() if d.dagger_rounds else None
+            hist = []
+            for round_ in range(d.dagger_rounds + 1):
+                if round_:
+                    student.eval()
+                    extra, extra_maps = self._dagger_data(spec, student, teacher, round_)
+                    em = {"selective": None if extra_maps is None else self._masks(extra_maps),
+                          "all": np.ones((len(extra), *extra.images.shape[2:]), np.float32), "none": None}[spec.mask]
+                    data = DistillData(np.concatenate([data.images, extra.images]), np.concatenate([data.teacher_logits, extra.teacher_logits]),
+                                       None if data.side is None else np.concatenate([data.side, extra.side]),
+                                       None if em is None else np.concatenate([data.masks, em]))
+                total = d.steps * (round_ + 1)
+                with _progress() as prog:
+                    task = prog.add_task(f"distill: {spec.name} (λ={spec.lam:g}, mask={spec.mask})", total=total)
 
-                def log(rec, name=spec.name):
-                    self.tracker.log({f"distill/{name}/{k}": v for k, v in rec.items() if k != "step"})
-                    if rec["step"] % 500 == 0 or rec["step"] == d.steps:
-                        console.log(f"distill: {name} step {rec['step']}/{d.steps} KL {rec['kl']:.4f} penalty {rec['penalty']:.3e}")
+                    def log(rec, name=spec.name, total=total):
+                        self.tracker.log({f"distill/{name}/{k}": v for k, v in rec.items() if k != "step"})
+                        if rec["step"] % 500 == 0 or rec["step"] == total:
+                            console.log(f"distill: {name} step {rec['step']}/{total} KL {rec['kl']:.4f} penalty {rec['penalty']:.3e}")
 
-                hist = train_student(student, data, lam=spec.lam, steps=d.steps, batch_size=d.batch_size, lr=d.learning_rate, tau=d.tau,
-                                     target=d.target, seed=self.cfg.seed, checkpoint_path=sdir / f"{spec.name}.ckpt.pt",
-                                     checkpoint_every=d.checkpoint_every, log=log,
-                                     progress=lambda k, task=task: prog.update(task, completed=k), device=self.device)
+                    hist = train_student(student, data, lam=spec.lam, steps=total, batch_size=d.batch_size, lr=d.learning_rate, tau=d.tau,
+                                         target=d.target, seed=self.cfg.seed, checkpoint_path=sdir / f"{spec.name}.ckpt.pt",
+                                         checkpoint_every=d.checkpoint_every, log=log,
+                                         progress=lambda k, task=task: prog.update(task, completed=k), device=self.device)
             save_student(student, sdir / f"{spec.name}.safetensors")
             (sdir / f"{spec.name}.history.json").write_text(json.dumps(hist))
             self._mark_done("distill", spec.name, started=t0)

@@ -152,7 +152,7 @@ def test_train_rewards_are_sign_clipped_eval_rewards_are_true():
         _find(evaluation, "ClipRewardEnv")
     # a random full game in the eval env scores the true, unclipped sum
     evaluation.reset(seed=0)
-    total, done = 0.0, False
+    total = 0.0
     for a in actions:
         _, r, term, trunc, info = evaluation.step(int(a))
         total += r

@@ -14,6 +14,7 @@ TINY = [
     "-o", "teacher.checkpoint_every=256",
     "-o", "dataset.train_frames=96", "-o", "dataset.heldout_frames=32",
     "-o", "distill.steps=20", "-o", "distill.batch_size=16", "-o", "distill.checkpoint_every=10",
+    "-o", "distill.dagger_rounds=1", "-o", "distill.dagger_frames=12",
     "-o", "evaluate.episodes=3", "-o", "evaluate.latency_repeats=2", "-o", "evaluate.latency_batch=4", "-o", "evaluate.figure_frames=2",
     "-o", "saliency_bench.frames=6", "-o", "saliency_bench.n_samples=3", "-o", "saliency_bench.ig_steps=3", "-o", "saliency_bench.latency_repeats=1",
     "-o", "saliency_bench.latency_batch=4", "-o", "saliency_bench.deletion_steps=4", "-o", "saliency_bench.sanity_frames=3",
@@ -65,6 +66,9 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     assert "dataset.train_frames" in capsys.readouterr().err
     assert (run / "students" / "digr.safetensors").stat().st_mtime_ns == before
 
+    # DAgger: the student's own states were labelled by the teacher and cached, and training ran 2 × 20 steps
+    assert (run / "students" / "digr.dagger1.npz").is_file()
+    assert json.loads((run / "students" / "digr.history.json").read_text())[-1]["step"] == 40
     # an interrupted student resumes: drop its finished marker and weights, keep its checkpoint
     (run / "stages" / "distill-digr.json").unlink()
     (run / "students" / "digr.safetensors").unlink()
@@ -98,3 +102,14 @@ def test_cli_rejects_bad_config_field(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "teacher.lr" in err and "learning_rate" in err
     assert main(["evaluate", CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=empty"]) == 2
+
+
+@pytest.mark.integration
+def test_teacher_budget_stops_and_resumes(tmp_path):
+    args = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=budget", *TINY, "-o", "teacher.total_timesteps=1024"]
+    assert main(["teacher", *args, "--max-minutes", "0.0001"]) == 0  # stops at the first step, checkpointed
+    run = tmp_path / "budget"
+    assert (run / "teacher" / "checkpoint" / "state.pt").is_file() and not (run / "stages" / "teacher.json").exists()
+    assert main(["teacher", *args]) == 0
+    assert json.loads((run / "teacher" / "teacher.json").read_text())["num_timesteps"] >= 1024
+    assert (run / "stages" / "teacher.json").is_file()

@@ -8,7 +8,6 @@ from torch import nn
 from digr.faithfulness import (FaithfulnessCurves, deletion_curve, insertion_curve, perturbation_curve, randomize_weights,
                                sanity_check)
 from digr.metrics import gini, pearson, topk_auc
-from digr.nets import PolicyNet
 from digr.saliency import gaussian_blur, gradient_saliency
 
 # ---------------------------------------------------------------------------------------------------------------- pearson

@@ -1,0 +1,38 @@
+"""Every stage on the real ALE Breakout at a tiny budget, through the CLI (issue 4's pipeline path)."""
+
+import json
+
+import pytest
+
+from digr.cli import main
+
+TINY = [
+    "-o", "teacher.total_timesteps=512", "-o", "teacher.n_envs=2", "-o", "teacher.n_steps=128", "-o", "teacher.batch_size=64",
+    "-o", "teacher.checkpoint_every=256", "-o", "env.eval_kwargs={max_episode_steps: 150}",
+    "-o", "dataset.train_frames=48", "-o", "dataset.heldout_frames=12", "-o", "dataset.max_per_episode=30",
+    "-o", "distill.steps=6", "-o", "distill.batch_size=8", "-o", "distill.checkpoint_every=3",
+    "-o", "evaluate.episodes=2", "-o", "evaluate.latency_repeats=1", "-o", "evaluate.latency_batch=2", "-o", "evaluate.figure_frames=2",
+    "-o", "saliency_bench.frames=3", "-o", "saliency_bench.methods=[gradient, smoothgrad, perturbation]", "-o", "saliency_bench.n_samples=2",
+    "-o", "saliency_bench.latency_repeats=1", "-o", "saliency_bench.latency_batch=2", "-o", "saliency_bench.deletion_steps=2",
+    "-o", "saliency_bench.sanity_frames=2",
+]
+
+
+@pytest.mark.integration
+def test_breakout_pipeline_and_attack(tmp_path):
+    args = ["experiments/breakout.yaml", "-o", f"run_dir={tmp_path}", "-o", "name=bo", *TINY]
+    assert main(["run", *args]) == 0
+    run = tmp_path / "bo"
+    spec = json.loads((run / "teacher" / "teacher.json").read_text())
+    assert spec["spaces"]["observation"]["image"] == [4, 84, 84] and spec["policy_kwargs"]["arch"] == "nature"
+    m = json.loads((run / "metrics.json").read_text())
+    r = m["teacher"]["rollout"]
+    assert r["episodes"] == 2 and r["success_rate"] != r["success_rate"]  # Atari has no success signal: NaN, scored by return
+    assert json.loads((run / "students" / "digr.json").read_text())["arch"] == "nature"
+    assert m["latency"]["rows"][1]["passes"] == "290 fwd"  # 17 × 17 masks at stride 5 on 84 × 84, + the clean pass
+    assert main(["attack", *args, "--attacks", "fgsm,critic", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4"]) == 0
+    rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
+    assert {(x["agent"], x["attack"]) for x in rows} >= {("teacher", "critic"), ("digr", "fgsm")}
+    assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "critic")["skipped"]  # students have no value head
+    report = (run / "report.md").read_text()
+    assert "## Robustness to observation attacks" in report and "## Saliency methods" in report
