@@ -196,8 +196,6 @@ class Pipeline:
             return
         t0 = time.perf_counter()
         teacher = self.load_teacher()
-        p = self.cfg.perturbation
-        chunk = 64
         for split in ("train", "heldout"):
             ds = load_dataset(self.path / f"dataset_{split}.npz")
             maps = self._teacher_maps(teacher, ds, f"saliency: teacher perturbation maps ({split})")
