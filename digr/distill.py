@@ -55,17 +55,23 @@ def masked_gradient_penalty(student: nn.Module, image: th.Tensor, action: th.Ten
 
 
 def digr_loss(student: nn.Module, image: th.Tensor, teacher_logits: th.Tensor, mask: th.Tensor | None, lam: float,
-              side: th.Tensor | None = None, tau: float = 1.0, target: str = "log_prob") -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+              side: th.Tensor | None = None, tau: float = 1.0, target: str = "log_prob",
+              penalty_rows: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """Total DIGR loss and its two terms ``(total, kl, penalty)``.
 
     With ``lam == 0`` or ``mask is None`` the penalty is not computed (returned as 0) and the loss is plain
-    distillation. a* = argmax of the teacher logits.
+    distillation. a* = argmax of the teacher logits. ``penalty_rows`` (int64 ``[k]``, optional) computes the penalty's
+    batch mean on those rows only: an unbiased estimate of the full-batch mean when the rows are drawn uniformly,
+    at k/B of the double-backprop cost.
     """
     student_logits = student(image, side)
     kl = kl_teacher_student(teacher_logits, student_logits, tau)
     if lam == 0 or mask is None:
         return kl, kl.detach(), th.zeros((), device=kl.device)
     a_star = teacher_logits.argmax(dim=1)
+    if penalty_rows is not None:
+        image, a_star, mask = image[penalty_rows], a_star[penalty_rows], mask[penalty_rows]
+        side = None if side is None else side[penalty_rows]
     pen = masked_gradient_penalty(student, image, a_star, mask, side, target)
     return kl + lam * pen, kl.detach(), pen.detach()
 
@@ -90,8 +96,11 @@ class DistillData:
 def train_student(student: nn.Module, data: DistillData, *, lam: float, steps: int, batch_size: int, lr: float,
                   tau: float = 1.0, target: str = "log_prob", seed: int = 0, checkpoint_path: str | Path | None = None,
                   checkpoint_every: int = 500, log: Callable[[dict], None] | None = None,
-                  progress: Callable[[int], None] | None = None, device: str = "cpu") -> list[dict]:
+                  progress: Callable[[int], None] | None = None, device: str = "cpu", penalty_batch_size: int | None = None) -> list[dict]:
     """Train ``student`` on ``data`` with Adam for ``steps`` minibatch steps; resumes from ``checkpoint_path``.
+
+    ``penalty_batch_size`` (< ``batch_size``) estimates the penalty on that many rows of each minibatch, drawn
+    uniformly by the seeded sampler (see :func:`digr_loss`); the KL term always uses the whole minibatch.
 
     Minibatches are drawn by a seeded permutation per epoch; the checkpoint stores model, optimizer, step, the
     sampler's RNG state and the loss history, so an interrupted run continues bit-for-bit where it stopped.
@@ -129,7 +138,10 @@ def train_student(student: nn.Module, data: DistillData, *, lam: float, steps: i
         t_logits = th.as_tensor(data.teacher_logits[idx], device=device)
         side = th.as_tensor(data.side[idx], device=device) if data.side is not None else None
         mask = th.as_tensor(data.masks[idx], device=device) if use_mask else None
-        loss, kl, pen = digr_loss(student, image, t_logits, mask, lam, side, tau, target)
+        rows = None
+        if use_mask and penalty_batch_size is not None and penalty_batch_size < len(idx):
+            rows = th.as_tensor(np.sort(rng.choice(len(idx), penalty_batch_size, replace=False)), device=device)
+        loss, kl, pen = digr_loss(student, image, t_logits, mask, lam, side, tau, target, rows)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

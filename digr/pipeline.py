@@ -299,7 +299,8 @@ class Pipeline:
                     hist = train_student(student, data, lam=spec.lam, steps=total, batch_size=d.batch_size, lr=d.learning_rate, tau=d.tau,
                                          target=d.target, seed=self.cfg.seed, checkpoint_path=sdir / f"{spec.name}.ckpt.pt",
                                          checkpoint_every=d.checkpoint_every, log=log,
-                                         progress=lambda k, task=task: prog.update(task, completed=k), device=self.device)
+                                         progress=lambda k, task=task: prog.update(task, completed=k), device=self.device,
+                                         penalty_batch_size=d.penalty_batch_size)
             save_student(student, sdir / f"{spec.name}.safetensors")
             (sdir / f"{spec.name}.history.json").write_text(json.dumps(hist))
             self._mark_done("distill", spec.name, started=t0)
@@ -419,7 +420,7 @@ class Pipeline:
         with _progress() as prog:
             task = prog.add_task("attack", total=None)
             rows = robustness_sweep(agents, attacks, eps, env_fn=self.eval_env_fn, episodes=episodes, seed=cfg.evaluate.seed, image=image,
-                                    side=side, batch_size=a.batch_size,
+                                    side=side, batch_size=a.batch_size, n_parallel=a.n_parallel,
                                     progress=lambda k, total, label: prog.update(task, completed=k, total=total, description=f"attack: {label}"))
         out = self.path / "attack"
         out.mkdir(parents=True, exist_ok=True)

@@ -62,36 +62,55 @@ def _env_action(policy: nn.Module, output: th.Tensor, env: gym.Env):
     return np.clip(a, space.low, space.high) if isinstance(space, gym.spaces.Box) else a
 
 
+def _stack_obs(obs_list: list[dict], device) -> tuple[th.Tensor, th.Tensor | None]:
+    batch = {"image": np.stack([o["image"] for o in obs_list])}
+    if "side" in obs_list[0]:
+        batch["side"] = np.stack([o["side"] for o in obs_list])
+    return obs_to_tensors(batch, device)
+
+
 def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, attack: Attack | None, episodes: int, seed: int,
-                             progress: Callable[[int], None] | None = None) -> dict:
+                             progress: Callable[[int], None] | None = None, n_parallel: int = 32) -> dict:
     """Run ``episodes`` full episodes with ``attack`` perturbing every image observation; greedy actions on s'.
+
+    Episodes run in lockstep waves of up to ``n_parallel`` environments: at each step the observations of all running
+    episodes of a wave are attacked as one batch (an attack such as PGD-50 costs 50 forward and backward passes per
+    step, so batching across episodes is what makes ≥ 100 attacked episodes affordable on a CPU).
 
     :param env_fn: builds a DIGR-contract env (``digr.envs_contract.make_env``); side inputs are not attacked.
     :param policy: categorical (logits) or Gaussian (``action_distribution = "gaussian"``, mean actions) policy.
     :param attack: an :class:`digr.attacks.Attack`, or ``None`` for clean observations.
-    :param episodes: number of episodes ≥ 1; episode ``i`` uses env seed and attack seed ``seed + i``.
+    :param episodes: number of episodes ≥ 1; episode ``i`` uses env seed ``seed + i``; the attack's random draws of a
+        wave come from a generator seeded with ``seed +`` the wave's first episode index, so results reproduce for the
+        same ``n_parallel``.
     :param progress: called with the number of finished episodes.
+    :param n_parallel: environments stepped together (≥ 1).
     :returns: the keys of :func:`digr.evaluate.rollout_returns` (``episodes``, ``return_mean``, ``return_std``,
         ``return_ci95``, ``success_rate``, ``success_ci95``, ``mean_length``, ``returns``, ``successes``, ``lengths``)
         plus ``flip_rate`` (mean over episodes of the fraction of steps whose greedy action on s' differs from the one
         on the clean s, in [0, 1]; ``None`` for Gaussian policies), ``flip_rate_ci95``, ``flip_rates`` (per episode),
         ``action_shift`` (mean ℓ2 norm of μ(s') − μ(s), Gaussian only, else ``None``) and ``attack``
         (:meth:`Attack.describe` or ``None``). With ε = 0 the returns equal ``rollout_returns``' exactly.
-    :raises ValueError: ``episodes`` < 1.
+    :raises ValueError: ``episodes`` < 1 or ``n_parallel`` < 1.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes={episodes} must be ≥ 1")
-    env = env_fn()
+    if episodes < 1 or n_parallel < 1:
+        raise ValueError(f"episodes={episodes} and n_parallel={n_parallel} must be ≥ 1")
     device = _device(policy)
     gaussian = is_gaussian(policy)
-    returns, successes, lengths, flips, shifts = [], [], [], [], []
+    envs = [env_fn() for _ in range(min(episodes, n_parallel))]
+    returns, successes, lengths, flips, shifts = [0.0] * episodes, [float("nan")] * episodes, [0] * episodes, [0.0] * episodes, [0.0] * episodes
+    finished = 0
     try:
-        for i in range(episodes):
-            gen = th.Generator().manual_seed(seed + i)
-            obs, info = env.reset(seed=seed + i)
-            done, total, n, ep_flips, ep_shift = False, 0.0, 0, 0, 0.0
-            while not done:
-                image, side = obs_to_tensors(obs, device)
+        for first in range(0, episodes, len(envs)):
+            wave = list(range(first, min(episodes, first + len(envs))))
+            gen = th.Generator().manual_seed(seed + first)
+            obs = {i: envs[k].reset(seed=seed + i)[0] for k, i in enumerate(wave)}
+            env_of = {i: envs[k] for k, i in enumerate(wave)}
+            n_flips = dict.fromkeys(wave, 0)
+            shift = dict.fromkeys(wave, 0.0)
+            running = list(wave)
+            while running:
+                image, side = _stack_obs([obs[i] for i in running], device)
                 with th.no_grad():
                     clean = policy(image, side)
                 if attack is None or attack.eps == 0:
@@ -101,22 +120,32 @@ def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, a
                     with th.no_grad():
                         out = policy(adv, side)
                 if gaussian:
-                    ep_shift += float((out - clean).norm(dim=1)[0])
+                    moved = (out - clean).norm(dim=1).tolist()
                 else:
-                    ep_flips += int(out.argmax(1)[0] != clean.argmax(1)[0])
-                obs, reward, terminated, truncated, info = env.step(_env_action(policy, out, env))
-                total += float(reward)
-                n += 1
-                done = terminated or truncated
-            returns.append(total)
-            successes.append(float(info["is_success"]) if "is_success" in info else float("nan"))  # Atari: no success, score only
-            lengths.append(n)
-            flips.append(ep_flips / n)
-            shifts.append(ep_shift / n)
-            if progress:
-                progress(i + 1)
+                    moved = (out.argmax(1) != clean.argmax(1)).tolist()
+                still = []
+                for row, i in enumerate(running):
+                    env = env_of[i]
+                    o, reward, terminated, truncated, info = env.step(_env_action(policy, out[row : row + 1], env))
+                    returns[i] += float(reward)
+                    lengths[i] += 1
+                    if gaussian:
+                        shift[i] += float(moved[row])
+                    else:
+                        n_flips[i] += int(moved[row])
+                    if terminated or truncated:
+                        successes[i] = float(info["is_success"]) if "is_success" in info else float("nan")  # Atari: score only
+                        flips[i], shifts[i] = n_flips[i] / lengths[i], shift[i] / lengths[i]
+                        finished += 1
+                        if progress:
+                            progress(finished)
+                    else:
+                        obs[i] = o
+                        still.append(i)
+                running = still
     finally:
-        env.close()
+        for env in envs:
+            env.close()
     r, s = np.asarray(returns), np.asarray(successes)
     _, r_ci = _ci(r)
     s_mean, s_ci = _ci(s)
@@ -176,7 +205,7 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
                      env_fn: Callable[[], gym.Env] | None = None, episodes: int = 20, seed: int = 0,
                      image: th.Tensor | None = None, side: th.Tensor | None = None, batch_size: int = 256,
                      attack_kwargs: Mapping[str, Mapping] | None = None,
-                     progress: Callable[[int, int, str], None] | None = None) -> list[dict]:
+                     progress: Callable[[int, int, str], None] | None = None, n_parallel: int = 32) -> list[dict]:
     """Evaluate every agent under every attack and budget, closed loop (if ``env_fn``) and open loop (if ``image``).
 
     :param agents: name → policy. :param attacks: names for :func:`digr.attacks.make_attack` (e.g. ``["random",
@@ -185,6 +214,7 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
     :param image, side, batch_size: open-loop states (:func:`open_loop_attack`, with ``seed``); skipped if ``image`` is None.
     :param attack_kwargs: attack name → extra keyword arguments for ``make_attack`` (``steps``, ``quantize``, ...).
     :param progress: called as ``progress(done, total, label)`` after each (agent, attack, ε) cell.
+    :param n_parallel: closed-loop episodes stepped in lockstep (see :func:`attacked_rollout_returns`).
     :returns: a list of JSON-safe rows ``{"agent", "attack", "eps", "eps_255", "eps_label", "attack_config",
         "closed_loop": dict | None, "open_loop": dict | None, "skipped": str | None}``. ε = 0 is evaluated once per
         agent (every attack is the identity there) and shared by all its attacks' rows. The critic attack on an agent
@@ -212,7 +242,7 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
                     row["closed_loop"], row["open_loop"] = clean_cache[agent_name]
                 else:
                     if env_fn is not None:
-                        row["closed_loop"] = attacked_rollout_returns(env_fn, policy, attack, episodes, seed)
+                        row["closed_loop"] = attacked_rollout_returns(env_fn, policy, attack, episodes, seed, n_parallel=n_parallel)
                     if image is not None:
                         row["open_loop"] = open_loop_attack(policy, image, side, attack, batch_size, seed)
                     if eps == 0:

@@ -119,3 +119,24 @@ def test_resume_continues_exactly(tmp_path):
     train_student(resumed, _data(), lam=0.5, steps=100, batch_size=16, lr=3e-3, seed=3, checkpoint_path=ck, checkpoint_every=50)
     for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()):
         assert th.allclose(a, b, atol=1e-6)
+
+
+def test_penalty_on_a_row_subset_is_that_subsets_penalty():
+    th.manual_seed(0)
+    student = PolicyNet((3, 16, 16), 4, cell=4, features_dim=16)
+    image, logits = th.rand(8, 3, 16, 16), th.randn(8, 4)
+    mask = (th.rand(8, 16, 16) > 0.5).float()
+    full = digr_loss(student, image, logits, mask, 0.1)
+    assert th.allclose(digr_loss(student, image, logits, mask, 0.1, penalty_rows=th.arange(8))[0], full[0])
+    rows = th.tensor([1, 4, 6])
+    _, kl, pen = digr_loss(student, image, logits, mask, 0.1, penalty_rows=rows)
+    assert th.allclose(kl, full[1])  # the KL term always sees the whole batch
+    assert th.allclose(pen, masked_gradient_penalty(student, image[rows], logits[rows].argmax(1), mask[rows]))
+    data = DistillData((np.random.default_rng(0).random((32, 3, 16, 16)) * 255).astype(np.uint8), np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32),
+                       None, np.ones((32, 16, 16), np.float32))
+    runs = []
+    for _ in range(2):
+        th.manual_seed(0)
+        s = PolicyNet((3, 16, 16), 4, cell=4, features_dim=16)
+        runs.append(train_student(s, data, lam=0.1, steps=4, batch_size=8, lr=1e-3, seed=3, penalty_batch_size=2)[-1]["loss"])
+    assert runs[0] == runs[1]

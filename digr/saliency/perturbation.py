@@ -73,7 +73,7 @@ def gaussian_masks(height: int, width: int, sigma: float, stride: int, dtype=th.
 
 def perturbation_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor | None = None, side: th.Tensor | None = None, *,
                           sigma_mask: float = 5.0, sigma_blur: float = 3.0, stride: int = 5,
-                          internal_batch_size: int = 4096, return_grid: bool = False) -> th.Tensor:
+                          internal_batch_size: int = 256, return_grid: bool = False) -> th.Tensor:
     """Greydanus perturbation saliency, float ``[B, H, W]`` ≥ 0 (units: ½·squared logit change).
 
     :param policy: ``(image [N,C,H,W] in [0,1], side [N,K] | None) -> logits [N, A]``.
@@ -129,7 +129,7 @@ class PerturbationSaliency(SaliencyMethod):
 
     name = "perturbation"
 
-    def __init__(self, sigma_mask: float = 5.0, sigma_blur: float = 3.0, stride: int = 5, internal_batch_size: int = 4096,
+    def __init__(self, sigma_mask: float = 5.0, sigma_blur: float = 3.0, stride: int = 5, internal_batch_size: int = 256,
                  reduce: str = "abs_max"):
         super().__init__(reduce)
         self.sigma_mask, self.sigma_blur, self.stride, self.internal_batch_size = sigma_mask, sigma_blur, stride, internal_batch_size
