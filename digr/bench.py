@@ -54,10 +54,11 @@ def latency_rows(teacher, student, image: th.Tensor, side: th.Tensor | None, p: 
         q = time_per_map(lambda x, s: perturbation_saliency(teacher, x, None, s, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
                                                             stride=p.stride, internal_batch_size=p.internal_batch_size),
                          image, side, b, max(3, repeats // 4))
-        n = min(p.internal_batch_size, b * passes)
+        n = min(p.internal_batch_size, b * passes)  # one forward pass of the size the perturbation map uses
+        xs = image[:b].repeat(passes, 1, 1, 1)[:n].contiguous()
+        ss = None if side is None else side[:b].repeat(passes, 1)[:n].contiguous()
         with th.inference_mode():
-            f = time_per_map(lambda x, s: teacher(x.repeat(passes, 1, 1, 1)[:n], None if s is None else s.repeat(passes, 1)[:n]),
-                             image, side, b, max(3, repeats // 4))
+            f = time_per_map(lambda x, s: teacher(xs, ss), image, side, b, max(3, repeats // 4))
         rows.append({"map": "student gradient", "batch": b, "ms_per_frame": g["ms_per_frame"], "passes": "1 fwd + 1 bwd (+1 fwd for the greedy action)"})
         rows.append({"map": f"teacher perturbation (stride {p.stride})", "batch": b, "ms_per_frame": q["ms_per_frame"], "passes": f"{passes} fwd",
                      "forward_passes_per_s": b * passes / (q["ms_per_call"] / 1000), "plain_forward_passes_per_s": n / (f["ms_per_call"] / 1000)})
