@@ -424,6 +424,17 @@ class Pipeline:
                                     progress=lambda k, total, label: prog.update(task, completed=k, total=total, description=f"attack: {label}"))
         out = self.path / "attack"
         out.mkdir(parents=True, exist_ok=True)
+        previous = out / "results.json"
+        if previous.is_file():  # keep the cells of earlier calls made with the same protocol (another attack list or ε)
+            old = json.loads(previous.read_text())
+            if (old.get("episodes"), old.get("open_loop_frames"), old.get("seed")) == (episodes, n, cfg.evaluate.seed):
+                new_keys = {(r["agent"], r["attack"], r["eps"]) for r in rows}
+                rows = [r for r in old["rows"] if (r["agent"], r["attack"], r["eps"]) not in new_keys] + rows
+                attacks = list(dict.fromkeys(old["attacks"] + list(attacks)))
+                eps = list(dict.fromkeys(old["eps"] + [str(e) for e in eps]))
+                order = list(agents)
+                rows.sort(key=lambda r: (order.index(r["agent"]) if r["agent"] in order else len(order),
+                                         attacks.index(r["attack"]) if r["attack"] in attacks else len(attacks), r["eps"]))
         result = {"attacks": list(attacks), "eps": [str(e) for e in eps], "episodes": episodes, "open_loop_frames": n,
                   "seed": cfg.evaluate.seed, "elapsed_s": round(time.perf_counter() - t0, 1), "rows": rows}
         (out / "results.json").write_text(json.dumps(result, indent=2, allow_nan=False))
