@@ -68,6 +68,7 @@ on the CPU and moved to the image's device, so the same seed gives the same nois
 
 from __future__ import annotations
 
+import abc
 import difflib
 import inspect
 import math
@@ -227,7 +228,7 @@ def _uniform(shape: th.Size, eps: float, generator: th.Generator, like: th.Tenso
 
 # ----------------------------------------------------------------------------------------------------------- attacks
 
-class Attack:
+class Attack(abc.ABC):
     """Base class of the ℓ∞ attacks: ``attack(policy, image, side=None, generator=None) -> image_adv``.
 
     :param eps: budget ε in [0, 1] pixel units (a float or a string for :func:`parse_eps`).
@@ -291,10 +292,10 @@ class Attack:
             adv = quantize_to_ball(adv, clean, self.eps)
         return adv
 
+    @abc.abstractmethod
     def perturb(self, policy: nn.Module, image: th.Tensor, side: th.Tensor | None, generator: th.Generator) -> th.Tensor:
         """Subclass hook: the float adversarial image ``[B, C, H, W]`` inside the ε-ball around ``image`` (the base class
         then clips to [0, 1] and quantises); called with ε > 0, in eval mode, with autograd on."""
-        raise NotImplementedError
 
 
 class RandomNoise(Attack):

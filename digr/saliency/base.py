@@ -18,6 +18,7 @@ untouched. Methods never modify their inputs and leave no gradients on the polic
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch as th
@@ -78,7 +79,7 @@ def check_inputs(image: th.Tensor, action: th.Tensor | None, side: th.Tensor | N
         raise ValueError(f"side must have the batch size of image ({b}), got shape {tuple(side.shape)}")
 
 
-class SaliencyMethod:
+class SaliencyMethod(abc.ABC):
     """Base class: subclasses implement :meth:`attribute` and :meth:`cost` and set ``name``.
 
     :param reduce: channel reduction applied by :meth:`__call__` (see :func:`reduce_channels`).
@@ -91,13 +92,13 @@ class SaliencyMethod:
             raise ValueError(f"reduce={reduce!r} is not one of {REDUCTIONS}")
         self.reduce = reduce
 
+    @abc.abstractmethod
     def attribute(self, policy: nn.Module, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
         """Raw attribution, float ``[B, C, H, W]`` (or ``[B, 1, H, W]``); see the module docstring."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cost(self, image_shape: tuple[int, int, int]) -> Cost:
         """Forward/backward passes per map for a ``(C, H, W)`` frame."""
-        raise NotImplementedError
 
     def __call__(self, policy: nn.Module, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
         """Saliency map, float ``[B, H, W]`` (≥ 0 unless ``reduce="sum"``)."""
