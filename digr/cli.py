@@ -19,7 +19,7 @@ import functools
 import sys
 
 from digr.checkpoint import CheckpointError
-from digr.config import ConfigError, StageError, load_config
+from digr.config import ConfigError, StageError, load_config, validate_attack_spec
 from digr.envs_contract import UnknownEnvError, make_env
 
 __all__ = ["main"]
@@ -97,17 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "evaluate":
                 print(pipe.evaluate())
             elif args.command == "attack":
-                from digr.attacks import make_attack, parse_eps
-
                 attacks = args.attacks.split(",") if args.attacks else None
                 eps = args.eps.split(",") if args.eps else None
-                try:
-                    for e in eps or []:
-                        parse_eps(e)
-                    for name in attacks or []:
-                        make_attack(name, 0.0)
-                except ValueError as e:
-                    raise ConfigError(f"--attacks/--eps: {e}") from e
+                validate_attack_spec(attacks or [], eps or [], names=("--attacks", "--eps"))
                 print(pipe.attack(attacks, eps, args.episodes))
             elif args.command == "saliency-bench":
                 pipe.saliency_bench(force=True)

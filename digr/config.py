@@ -19,7 +19,8 @@ import yaml
 
 __all__ = [
     "ConfigError", "StageError", "EnvConfig", "TeacherConfig", "DatasetConfig", "PerturbationConfig", "MaskConfig", "StudentSpec",
-    "DistillConfig", "EvalConfig", "SaliencyBenchConfig", "AttackConfig", "SALIENCY_BENCH_METHODS", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict",
+    "DistillConfig", "EvalConfig", "SaliencyBenchConfig", "AttackConfig", "SALIENCY_BENCH_METHODS", "ExperimentConfig",
+    "validate_attack_spec", "load_config", "config_from_dict", "config_to_dict",
 ]
 
 
@@ -344,19 +345,24 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
-def _validate_attack(a: AttackConfig) -> None:
+def validate_attack_spec(attacks: list[str], eps: list, names: tuple[str, str] = ("attack.attacks", "attack.eps")) -> None:
+    """Check attack names (:func:`digr.attacks.make_attack`) and budgets (:func:`digr.attacks.parse_eps`).
+
+    :param names: how the two lists are called in messages (config fields, or command-line flags).
+    :raises ConfigError: the first bad entry, named as ``{names[1]}[i]`` / ``{names[0]}[i]``.
+    """
     from digr.attacks import make_attack, parse_eps
 
-    for i, e in enumerate(a.eps):
+    for i, e in enumerate(eps):
         try:
             parse_eps(e)
         except ValueError as err:
-            raise ConfigError(f"attack.eps[{i}]: {err}") from err
-    for i, name in enumerate(a.attacks):
+            raise ConfigError(f"{names[1]}[{i}]: {err}") from err
+    for i, name in enumerate(attacks):
         try:
             make_attack(name, 0.0)
         except ValueError as err:
-            raise ConfigError(f"attack.attacks[{i}]: {err}") from err
+            raise ConfigError(f"{names[0]}[{i}]: {err}") from err
 
 
 def _validate(cfg: ExperimentConfig) -> None:
@@ -383,7 +389,7 @@ def _validate(cfg: ExperimentConfig) -> None:
             close = difflib.get_close_matches(m, SALIENCY_BENCH_METHODS, n=1)
             raise ConfigError(f"saliency_bench.methods[{i}]: unknown method {m!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                               f"choose from {list(SALIENCY_BENCH_METHODS)}")
-    _validate_attack(cfg.attack)
+    validate_attack_spec(cfg.attack.attacks, cfg.attack.eps)
     if not 0.0 < cfg.saliency_bench.confidence < 1.0:
         raise ConfigError(f"saliency_bench.confidence: must be in (0, 1), got {cfg.saliency_bench.confidence}")
     if cfg.teacher.batch_size > cfg.teacher.n_envs * cfg.teacher.n_steps:

@@ -20,7 +20,7 @@ from torch import nn
 from digr.metrics import mass_inside, nanmean_ci, pointing_game, spearman, topk_iou
 from digr.policies import greedy_action, obs_to_tensors
 
-__all__ = ["rollout_returns", "map_quality", "time_per_map", "batched"]
+__all__ = ["rollout_returns", "summarize_episodes", "map_quality", "time_per_map", "batched"]
 
 
 def rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, episodes: int, seed: int, deterministic: bool = True,
@@ -52,10 +52,19 @@ def rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, episodes: 
         if progress:
             progress(i + 1)
     env.close()
-    r, s = np.asarray(returns), np.asarray(successes)
+    return summarize_episodes(returns, successes, lengths)
+
+
+def summarize_episodes(returns: list[float], successes: list[float], lengths: list[int]) -> dict:
+    """Summary of finished episodes (one entry per episode; success NaN where the env reports none).
+
+    :returns: ``{"episodes", "return_mean", "return_std", "return_ci95", "success_rate", "success_ci95", "mean_length",
+        "returns", "successes", "lengths"}``; CIs are normal-approximation 95 % half-widths, NaN success is skipped.
+    """
+    r, s = np.asarray(returns, dtype=np.float64), np.asarray(successes, dtype=np.float64)
     _, r_ci, _ = nanmean_ci(r)
     s_mean, s_ci, _ = nanmean_ci(s)
-    return {"episodes": episodes, "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if episodes > 1 else 0.0,
+    return {"episodes": len(r), "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
             "return_ci95": r_ci, "success_rate": s_mean, "success_ci95": s_ci,
             "mean_length": float(np.mean(lengths)), "returns": returns, "successes": successes, "lengths": lengths}
 

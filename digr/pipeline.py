@@ -69,6 +69,13 @@ def _drop_new_defaults(old, new, default):
     return out
 
 
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    """``np.save`` atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=console, transient=False, disable=not console.is_terminal)
@@ -172,6 +179,16 @@ class Pipeline:
         """The trained teacher (:class:`digr.policies.SB3Teacher`)."""
         return load_teacher(self.path / "teacher" / "teacher.safetensors", self.device)
 
+    def load_students(self) -> dict:
+        """Every configured student, by name (:class:`digr.nets.PolicyNet`, eval mode).
+
+        :raises StageError: a student is not trained yet.
+        """
+        for spec in self.cfg.distill.students:
+            if not self.is_done("distill", spec.name):
+                raise StageError(f"student {spec.name!r} is not trained yet in {self.path}; run `digr distill` or `digr run` first")
+        return {s.name: load_student(self.path / "students" / f"{s.name}.safetensors", self.device) for s in self.cfg.distill.students}
+
     def dataset(self) -> None:
         """Collect training and held-out states from teacher rollouts."""
         if self.is_done("dataset"):
@@ -199,9 +216,7 @@ class Pipeline:
         for split in ("train", "heldout"):
             ds = load_dataset(self.path / f"dataset_{split}.npz")
             maps = self._teacher_maps(teacher, ds, f"saliency: teacher perturbation maps ({split})")
-            tmp = self.path / f"teacher_saliency_{split}.tmp.npy"
-            np.save(tmp, maps)
-            tmp.replace(self.path / f"teacher_saliency_{split}.npy")
+            _save_npy(maps, self.path / f"teacher_saliency_{split}.npy")
             console.log(f"saliency: {split}: {len(ds)} perturbation maps")
         self._mark_done("saliency", started=t0)
 
@@ -221,27 +236,21 @@ class Pipeline:
 
     def _dagger_data(self, spec, student, teacher, round_: int) -> tuple:
         """States visited by the greedy student in DAgger round ``round_``, labelled by the teacher; cached on disk in
-        ``students/<name>.dagger<round>.npz`` so an interrupted run reuses them. Returns (dataset, teacher maps or None)."""
-        from digr.dataset import StateDataset
-
+        ``students/<name>.dagger<round>.npz`` (+ ``.maps.npy`` for selective masks, written first) so an interrupted
+        run reuses them. Returns (dataset, teacher maps or None)."""
         path = self.path / "students" / f"{spec.name}.dagger{round_}.npz"
+        maps_path = path.with_suffix(".maps.npy")
         need_maps = spec.mask == "selective"
         if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                ds = StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z["side"] if "side" in z else None)
-                return ds, (z["maps"] if need_maps else None)
+            return load_dataset(path), (np.load(maps_path) if need_maps else None)
         d = self.cfg.distill
         seed = self.cfg.seed * 1_000_003 + 700_001 + 100_000 * round_
         ds = collect_states(self.eval_env_fn, teacher, d.dagger_frames, seed, max_per_episode=self.cfg.dataset.max_per_episode, actor=student)
-        maps = self._teacher_maps(teacher, ds, f"distill: {spec.name} DAgger round {round_} teacher maps") if need_maps else None
-        arrays = {"images": ds.images, "teacher_logits": ds.teacher_logits, "target_mask": ds.target_mask, "episode": ds.episode}
-        if ds.side is not None:
-            arrays["side"] = ds.side
-        if maps is not None:
-            arrays["maps"] = maps
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        maps = None
+        if need_maps:
+            maps = self._teacher_maps(teacher, ds, f"distill: {spec.name} DAgger round {round_} teacher maps")
+            _save_npy(maps, maps_path)
+        save_dataset(ds, path)
         console.log(f"distill: {spec.name} DAgger round {round_}: {len(ds)} student-visited states from {len(np.unique(ds.episode))} episodes")
         return ds, maps
 
@@ -309,11 +318,8 @@ class Pipeline:
         """Returns, map quality, latency, figures and ``report.md``; returns the report path."""
         t0 = time.perf_counter()
         cfg, e = self.cfg, self.cfg.evaluate
-        for spec in cfg.distill.students:
-            if not self.is_done("distill", spec.name):
-                raise StageError(f"student {spec.name!r} is not trained yet in {self.path}; run `digr distill` or `digr run` first")
+        students = self.load_students()
         teacher = self.load_teacher()
-        students = {s.name: load_student(self.path / "students" / f"{s.name}.safetensors", self.device) for s in cfg.distill.students}
         held = load_dataset(self.path / "dataset_heldout.npz")
         ref = th.as_tensor(np.load(self.path / "teacher_saliency_heldout.npy"))
         image = th.as_tensor(held.images, device=self.device).float() / 255.0
@@ -403,14 +409,11 @@ class Pipeline:
         from digr.robustness import plot_return_vs_eps, robustness_sweep, robustness_table
 
         cfg, a = self.cfg, self.cfg.attack
-        for spec in cfg.distill.students:
-            if not self.is_done("distill", spec.name):
-                raise StageError(f"student {spec.name!r} is not trained yet in {self.path}; run `digr run` or `digr distill` first")
+        students = self.load_students()
         attacks = attacks or a.attacks
         eps = eps or a.eps
         episodes = episodes or a.episodes or cfg.evaluate.episodes
-        agents = {"teacher": self.load_teacher(),
-                  **{s.name: load_student(self.path / "students" / f"{s.name}.safetensors", self.device) for s in cfg.distill.students}}
+        agents = {"teacher": self.load_teacher(), **students}
         held = load_dataset(self.path / "dataset_heldout.npz")
         n = min(a.open_loop_frames, len(held))
         image = th.as_tensor(held.images[:n], device=self.device).float() / 255.0

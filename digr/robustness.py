@@ -28,6 +28,7 @@ from torch import nn
 
 from digr.attacks import Attack, action_divergence, eps_to_255, format_eps, greedy_actions, is_gaussian, make_attack, parse_eps
 from digr.metrics import nanmean_ci
+from digr.evaluate import summarize_episodes
 from digr.policies import obs_to_tensors
 
 __all__ = ["attacked_rollout_returns", "open_loop_attack", "robustness_sweep", "robustness_table", "plot_return_vs_eps"]
@@ -146,13 +147,12 @@ def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, a
     finally:
         for env in envs:
             env.close()
-    r, s = np.asarray(returns), np.asarray(successes)
-    _, r_ci = _ci(r)
-    s_mean, s_ci = _ci(s)
+    out = summarize_episodes(returns, successes, lengths)
+    for key in ("return_ci95", "success_rate", "success_ci95"):  # JSON-safe: NaN → None
+        out[key] = _f(out[key])
+    out["successes"] = [_f(x) for x in successes]
     flip_mean, flip_ci = (None, None) if gaussian else _ci(flips)
-    return {"episodes": episodes, "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if episodes > 1 else 0.0,
-            "return_ci95": r_ci, "success_rate": s_mean, "success_ci95": s_ci,
-            "mean_length": float(np.mean(lengths)), "returns": returns, "successes": [_f(x) for x in successes], "lengths": lengths,
+    return {**out,
             "flip_rate": flip_mean, "flip_rate_ci95": flip_ci, "flip_rates": None if gaussian else flips,
             "action_shift": _f(np.mean(shifts)) if gaussian else None,
             "attack": None if attack is None else attack.describe()}

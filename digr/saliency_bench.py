@@ -29,7 +29,7 @@ import torch as th
 
 from digr.config import ExperimentConfig
 from digr.dataset import load_dataset
-from digr.evaluate import time_per_map
+from digr.evaluate import batched, time_per_map
 from digr.faithfulness import deletion_curve, insertion_curve, randomize_weights, sanity_check
 from digr.metrics import gini, mass_inside, nanmean_ci, pearson, pointing_game, spearman, topk_auc, topk_iou
 from digr.policies import greedy_action, load_student
@@ -82,11 +82,6 @@ def build_methods(cfg: ExperimentConfig) -> dict[str, SaliencyMethod]:
     return out
 
 
-def _chunked(fn: Callable, image: th.Tensor, side: th.Tensor | None, action: th.Tensor, chunk: int = 32) -> th.Tensor:
-    outs = [fn(image[i : i + chunk], None if side is None else side[i : i + chunk], action[i : i + chunk]) for i in range(0, len(image), chunk)]
-    return th.cat(outs)
-
-
 def _summary(values) -> dict:
     m, ci, n = nanmean_ci(values)
     return {"mean": m, "ci95": ci, "n": n}
@@ -134,7 +129,7 @@ def run_saliency_bench(cfg: ExperimentConfig, device: str = "cpu", log: Callable
         randomized = randomize_weights(policy, seed=cfg.seed)
         for label, method in methods.items():
             t0 = time.perf_counter()
-            maps = _chunked(lambda x, s, a, m=method: m(policy, x, a, s), image, side, action).detach().cpu()
+            maps = batched(lambda x, s, a, m=method: m(policy, x, a, s), image, side, 32, action).detach().cpu()
             compute_s = time.perf_counter() - t0
             row = {"agent": agent_name, "method": label, "cost": str(method.cost(shape)), "forward": method.cost(shape).forward,
                    "backward": method.cost(shape).backward, "bench_compute_s": compute_s}
