@@ -123,22 +123,53 @@ class PixelFetchWrapper(gym.Wrapper):
             obs_spaces["side"] = spaces.Box(0.0, 1.0, (len(COLOR_NAMES) * len(OBJ_TYPES),), np.float32)
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Discrete(N_ACTIONS)
+        self._bg_key: tuple | None = None
+        self._bg: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _grid_key(self) -> tuple:
+        """Content key of the grid (one ``encode()`` triple or None per cell); changes whenever any cell changes."""
+        return tuple(None if c is None else c.encode() for c in self.env.unwrapped.grid.grid)
+
+    def _background(self) -> tuple[np.ndarray, np.ndarray]:
+        """Frame without the agent (H, W, 3) uint8 and the target mask (H, W) bool, cached for the current grid.
+
+        MiniGrid's ``get_frame(highlight=False)`` renders all cells in Python and also computes the agent's view (unused
+        without highlighting). The grid of a Fetch episode only changes at the pickup that ends it, so the agent-free
+        background is rendered once per grid content and each step only pastes the agent's tile; tiles come from
+        MiniGrid's own tile cache, so frames are byte-identical to ``get_frame`` (tested).
+        """
+        base = self.env.unwrapped
+        key = self._grid_key()
+        if self._bg_key != key:
+            t = self.tile_size
+            frame = base.grid.render(t, agent_pos=(-1, -1), agent_dir=None, highlight_mask=None)
+            mask = np.zeros(frame.shape[:2], dtype=bool)
+            for j in range(base.height):
+                for i in range(base.width):
+                    if _fetch_is_target(base, base.grid.get(i, j)):
+                        mask[j * t : (j + 1) * t, i * t : (i + 1) * t] = True
+            self._bg_key, self._bg = key, (frame, mask)
+        return self._bg
+
+    def render_frame(self) -> np.ndarray:
+        """Fully observable RGB frame (H, W, 3) uint8, equal to ``get_frame(highlight=False, tile_size, agent_pov=False)``."""
+        base = self.env.unwrapped
+        background, _ = self._background()
+        frame = background.copy()
+        i, j = int(base.agent_pos[0]), int(base.agent_pos[1])
+        t = self.tile_size
+        frame[j * t : (j + 1) * t, i * t : (i + 1) * t] = Grid.render_tile(base.grid.get(i, j), agent_dir=base.agent_dir, highlight=False, tile_size=t)
+        return frame
 
     def _observe(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         base = self.env.unwrapped
-        frame = base.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=False)
+        frame = self.render_frame()
         obs = {"image": np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.uint8)}
         if self.mission_side_input:
             side = np.zeros(self.observation_space["side"].shape, np.float32)
             side[COLOR_NAMES.index(base.targetColor) * len(OBJ_TYPES) + OBJ_TYPES.index(base.targetType)] = 1.0
             obs["side"] = side
-        mask = np.zeros(frame.shape[:2], dtype=bool)
-        t = self.tile_size
-        for j in range(base.height):
-            for i in range(base.width):
-                if _fetch_is_target(base, base.grid.get(i, j)):
-                    mask[j * t : (j + 1) * t, i * t : (i + 1) * t] = True
-        return obs, mask
+        return obs, self._background()[1].copy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         _, info = self.env.reset(seed=seed, options=options)

@@ -81,3 +81,18 @@ def test_unknown_env_id_suggests_close_match():
         make_env("envs.minigrid:DIGR/FetchColorGren-8x8-v0")
     with pytest.raises(UnknownEnvError, match="cannot import module"):
         make_env("envs.nonexistent:Foo-v0")
+
+
+@pytest.mark.parametrize("env_id", ["DIGR/FetchColorGreen-8x8-v0", "DIGR/FetchMission-5x5-N2-v0"])
+def test_cached_render_equals_minigrid_get_frame(env_id):
+    """The per-grid cached background plus the agent tile is byte-identical to MiniGrid's own full render."""
+    env = make_env(f"envs.minigrid:{env_id}")
+    obs, _ = env.reset(seed=3)
+    base = env.unwrapped
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        reference = base.get_frame(highlight=False, tile_size=8, agent_pov=False).transpose(2, 0, 1)
+        np.testing.assert_array_equal(obs["image"], reference)
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(4)))
+        if terminated or truncated:
+            obs, _ = env.reset()
