@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "teacher":
                 pipe.teacher(max_minutes=args.max_minutes)
             elif args.command == "distill":
+                if cfg.teacher.sb3_zip:  # importing a user's zip is instant: do it here rather than ask for `digr teacher`
+                    pipe.teacher()
                 if not pipe.is_done("teacher"):
                     raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
                 pipe.dataset()

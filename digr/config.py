@@ -58,6 +58,9 @@ class TeacherConfig:
     ``CombinedExtractor``/``NatureCNN``; ``features_dim`` 512 as RL-Zoo). ``lr_schedule`` / ``clip_schedule``:
     ``constant`` or ``linear`` (decays to 0 over ``total_timesteps``, RL-Zoo Atari). ``checkpoint_every`` is in
     environment steps; training resumes from the last checkpoint.
+
+    ``sb3_zip``: path of a user's SB3 PPO ``CnnPolicy`` zip (e.g. an RL-Zoo Atari agent) to import as the teacher
+    instead of training one (read without unpickling, see :mod:`digr.sb3_zip`); the training fields are then unused.
     """
 
     total_timesteps: int = 204_800
@@ -78,6 +81,7 @@ class TeacherConfig:
     arch: Literal["grid", "nature"] = "grid"
     lr_schedule: Literal["constant", "linear"] = "constant"
     clip_schedule: Literal["constant", "linear"] = "constant"
+    sb3_zip: str | None = None
 
 
 @dataclass

@@ -32,6 +32,7 @@ from digr.nets import PolicyNet
 from digr.policies import greedy_action, load_student, save_student
 from digr.report import plot_curve, plot_distill_history, plot_saliency_grid, write_report
 from digr.saliency import gradient_saliency, perturbation_saliency
+from digr.sb3_zip import import_sb3_zip
 from digr.teacher import load_teacher, train_teacher
 from digr.tracking import Tracker
 
@@ -157,6 +158,14 @@ class Pipeline:
             return True
         t0 = time.perf_counter()
         t = self.cfg.teacher
+        if t.sb3_zip:
+            env = self.env_fn()
+            shape, n_actions = env.observation_space["image"].shape, int(env.action_space.n)
+            env.close()
+            import_sb3_zip(t.sb3_zip, self.path / "teacher", shape, n_actions)
+            console.log(f"teacher: imported {t.sb3_zip} (SB3 CnnPolicy, read without unpickling) into {self.path / 'teacher'}")
+            self._mark_done("teacher", started=t0)
+            return True
         console.log(f"teacher: SB3 PPO on {self.cfg.env.id} for {t.total_timesteps} steps ({t.n_envs} envs); checkpoints every {t.checkpoint_every}")
         self._start_tracking()
 

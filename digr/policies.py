@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from torch import nn
 
 from digr.checkpoint import CheckpointError, load_state_dict, save_state_dict
@@ -41,7 +42,8 @@ def obs_to_tensors(obs: dict, device: str | th.device = "cpu") -> tuple[th.Tenso
 
 
 class SB3Teacher(nn.Module):
-    """Wrap an SB3 ``ActorCriticPolicy`` (Dict obs with ``"image"`` uint8 and optional ``"side"``) as a DIGR policy.
+    """Wrap an SB3 ``ActorCriticPolicy`` (Dict obs with ``"image"`` uint8 and optional ``"side"``, or a Box image
+    observation as SB3's ``CnnPolicy``) as a DIGR policy.
 
     ``forward(image, side)`` returns the actor's logits ``[B, A]``; :meth:`value` returns the critic ``[B]``.
     Both accept gradients w.r.t. ``image`` (units: per [0, 1] pixel value).
@@ -52,7 +54,11 @@ class SB3Teacher(nn.Module):
         self.policy = sb3_policy
         self.policy.set_training_mode(False)
 
-    def _obs(self, image: th.Tensor, side: th.Tensor | None) -> dict:
+    def _obs(self, image: th.Tensor, side: th.Tensor | None) -> dict | th.Tensor:
+        if not isinstance(self.policy.observation_space, spaces.Dict):  # SB3 CnnPolicy on a Box image (imported zip)
+            if side is not None:
+                raise ValueError("this teacher takes the image only (SB3 CnnPolicy on a Box observation); pass side=None")
+            return image * 255.0
         obs = {"image": image * 255.0}
         if side is not None:
             obs["side"] = side

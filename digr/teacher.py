@@ -31,7 +31,7 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 
 from digr.checkpoint import CheckpointError, load_module, load_training_state, save_module, save_training_state
@@ -39,7 +39,7 @@ from digr.config import TeacherConfig
 from digr.nets import GridCNN
 from digr.policies import SB3Teacher
 
-__all__ = ["GridExtractor", "train_teacher", "load_teacher", "teacher_spaces"]
+__all__ = ["GridExtractor", "train_teacher", "load_teacher", "teacher_spaces", "build_cnn_policy"]
 
 
 class GridExtractor(BaseFeaturesExtractor):
@@ -188,8 +188,24 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: st
     return out / "teacher.safetensors"
 
 
+def build_cnn_policy(spec: dict) -> ActorCriticCnnPolicy:
+    """SB3 ``ActorCriticCnnPolicy`` (NatureCNN + heads) on a Box uint8 image, from a ``teacher.json`` spec of
+    :func:`digr.sb3_zip.read_sb3_zip` (untrained weights; load them with :func:`digr.checkpoint.load_module`).
+
+    :raises KeyError, TypeError: a spec without the fields ``read_sb3_zip`` writes.
+    """
+    kw = spec["policy_kwargs"]
+    obs_space = spaces.Box(0, 255, tuple(spec["spaces"]["observation"]["image"]), np.uint8)
+    return ActorCriticCnnPolicy(obs_space, spaces.Discrete(spec["spaces"]["n_actions"]), lr_schedule=lambda _: 0.0,
+                                net_arch=dict(kw["net_arch"]), features_extractor_kwargs={"features_dim": kw["features_dim"]},
+                                share_features_extractor=kw["share_features_extractor"], normalize_images=kw["normalize_images"])
+
+
 def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
     """Rebuild a teacher from ``teacher.safetensors`` + ``teacher.json`` (written by :func:`train_teacher`), no unpickling.
+
+    Also loads teachers imported from a user's SB3 CnnPolicy zip (``"policy": "cnn"`` in the spec, see
+    :mod:`digr.sb3_zip`).
 
     :raises CheckpointError: missing/corrupt files or weights that do not fit the spec.
     """
@@ -200,9 +216,12 @@ def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
     try:
         spec = json.loads(spec_path.read_text())
         obs_space, act_space = _spaces_from(spec["spaces"])
-        cfg = TeacherConfig(**spec["policy_kwargs"])
+        cfg = None if spec.get("policy") == "cnn" else TeacherConfig(**spec["policy_kwargs"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"teacher spec {spec_path} is corrupt ({e}); re-run `digr teacher`") from e
-    policy = MultiInputActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0, **_policy_kwargs(cfg))
+    if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy zip (digr.sb3_zip)
+        policy = build_cnn_policy(spec)
+    else:
+        policy = MultiInputActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0, **_policy_kwargs(cfg))
     load_module(policy, path)
     return SB3Teacher(policy.to(device)).eval()

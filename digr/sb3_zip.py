@@ -1,0 +1,166 @@
+"""Bring your own teacher: import a Stable-Baselines3 PPO zip with a CNN policy (e.g. an RL-Zoo Atari agent), unpickled never.
+
+An SB3 ``.zip`` (written by ``model.save``) holds ``data`` — JSON in which Python objects are cloudpickled, with
+their plain attributes written beside the pickle — and ``policy.pth``, a ``torch.save`` of the policy's state dict.
+:func:`read_sb3_zip` reads only the readable JSON attributes (observation shape and dtype, number of actions, the
+policy class name, plain ``policy_kwargs``) and loads ``policy.pth`` with ``torch.load(..., weights_only=True)``;
+nothing in the zip is unpickled, so a zip from anywhere is safe to import. :func:`import_sb3_zip` checks that the zip
+fits the run's environment and writes the teacher as ``teacher.safetensors`` + ``teacher.json``, the files
+:func:`digr.teacher.load_teacher` reads; the pipeline then treats it like a teacher it trained itself.
+
+Supported: SB3 ``PPO`` (also ``A2C``) with ``CnnPolicy`` (``ActorCriticCnnPolicy``: SB3's ``NatureCNN`` of Mnih et al.
+2015 + linear actor/critic heads, optional MLP layers) on a ``Box`` image observation ``(C, H, W)`` uint8 and a
+``Discrete`` action space — the RL-Zoo Atari setting (``AtariWrapper`` + 4-frame ``VecFrameStack``; SB3 stores the
+space channel-first after ``VecTransposeImage``). Preprocessing must match the run's env: DIGR's Atari envs
+(``envs/atari.py``) give the DeepMind 84×84×4 stack from ALE's grey screen; SB3's ``AtariWrapper`` converts the RGB
+screen with OpenCV, which on Breakout gives identical frames (300 frames compared, measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch as th
+
+from digr.checkpoint import CheckpointError, save_module
+
+__all__ = ["read_sb3_zip", "import_sb3_zip"]
+
+_CNN_CLASSES = ("ActorCriticCnnPolicy", "CnnPolicy")
+_PLAIN_KWARGS = {"net_arch", "ortho_init", "share_features_extractor", "normalize_images", "features_extractor_kwargs", "log_std_init"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _readable(entry, field: str, zip_path: Path):
+    """A plain attribute that SB3 wrote beside a pickled object in ``data`` (e.g. ``_shape`` of a space)."""
+    if not isinstance(entry, dict) or field not in entry:
+        raise CheckpointError(f"{zip_path}: SB3 'data' has no readable {field!r}; was it written by stable-baselines3 >= 1.0 `model.save`?")
+    return entry[field]
+
+
+def _mlp_sizes(state: dict[str, th.Tensor], prefix: str) -> list[int]:
+    """Hidden sizes of ``mlp_extractor.<prefix>`` from the weight shapes (Linear layers at even indices)."""
+    keys = sorted((int(m.group(1)), k) for k in state if (m := re.fullmatch(rf"mlp_extractor\.{prefix}\.(\d+)\.weight", k)))
+    return [int(state[k].shape[0]) for _, k in keys]
+
+
+def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
+    """Read an SB3 actor-critic CNN zip without unpickling.
+
+    :param zip_path: path of the ``.zip`` written by SB3 ``model.save``.
+    :returns: ``(spec, state_dict)``: ``spec`` is the JSON description stored in ``teacher.json``
+        (``{"algo": "sb3-zip", "policy": "cnn", "spaces": {"observation": {"image": [C, H, W]}, "n_actions": A},
+        "policy_kwargs": {...}, "source": {...}}``); ``state_dict`` maps SB3 parameter names to float32 tensors.
+    :raises CheckpointError: the file is missing, not a zip, lacks ``data``/``policy.pth``, is not a CNN actor-critic
+        policy on a Box image and Discrete actions, or carries ``policy_kwargs`` that only a pickle could restore
+        (custom classes) together with hidden MLP layers.
+    """
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise CheckpointError(f"SB3 zip {zip_path} not found; give the path of a file written by SB3 `model.save` (teacher.sb3_zip)")
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            names = set(z.namelist())
+            if "data" not in names or "policy.pth" not in names:
+                raise CheckpointError(f"{zip_path} is a zip but not an SB3 model (needs 'data' and 'policy.pth', has {sorted(names)})")
+            data = json.loads(z.read("data"))
+            state = th.load(io.BytesIO(z.read("policy.pth")), map_location="cpu", weights_only=True)
+            version = z.read("_stable_baselines3_version").decode().strip() if "_stable_baselines3_version" in names else "unknown"
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{zip_path} is not a valid zip ({e}); re-export it with SB3 `model.save`") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{zip_path}: SB3 'data' is not valid JSON ({e})") from e
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(f"{zip_path}: 'policy.pth' is corrupt or not a plain state dict ({e}); DIGR never unpickles it") from e
+
+    policy_init = str(_readable(data.get("policy_class"), "__init__", zip_path))
+    m = re.search(r"function (\w+)\.__init__", policy_init)
+    policy_class = m.group(1) if m else "?"
+    if policy_class not in _CNN_CLASSES:
+        raise CheckpointError(f"{zip_path}: policy class {policy_class} is not supported; DIGR imports SB3 CnnPolicy (ActorCriticCnnPolicy) "
+                              "teachers on image observations (MultiInputPolicy teachers: train them with `digr teacher`)")
+    obs = data.get("observation_space")
+    if "Box" not in str(_readable(obs, ":type:", zip_path)):
+        raise CheckpointError(f"{zip_path}: observation space {obs.get(':type:')} is not a Box image")
+    shape = _readable(obs, "_shape", zip_path)
+    shape = json.loads(shape) if isinstance(shape, str) else shape
+    dtype = _readable(obs, "dtype", zip_path)
+    act = data.get("action_space")
+    if "Discrete" not in str(_readable(act, ":type:", zip_path)):
+        raise CheckpointError(f"{zip_path}: action space {act.get(':type:')} is not Discrete; DIGR's Atari teachers have discrete actions")
+    n_actions = int(_readable(act, "n", zip_path))
+    if len(shape) != 3 or dtype != "uint8":
+        raise CheckpointError(f"{zip_path}: observation {shape} {dtype} is not a uint8 (C, H, W) image")
+
+    kwargs_raw = data.get("policy_kwargs", {})
+    pickled_kwargs = isinstance(kwargs_raw, dict) and ":serialized:" in kwargs_raw
+    kwargs = {} if pickled_kwargs else dict(kwargs_raw)
+    unknown = set(kwargs) - _PLAIN_KWARGS
+    if unknown:
+        raise CheckpointError(f"{zip_path}: policy_kwargs {sorted(unknown)} are not supported (supported: {sorted(_PLAIN_KWARGS)})")
+    try:
+        state = {k: v.float() for k, v in state.items()}
+        features_dim = int(state["features_extractor.linear.0.weight"].shape[0])
+        first_conv = state["features_extractor.cnn.0.weight"]
+    except (KeyError, AttributeError) as e:
+        raise CheckpointError(f"{zip_path}: policy.pth has no NatureCNN features extractor ({e}); only SB3's default CnnPolicy extractor is supported") from e
+    if first_conv.shape[1] != shape[0]:
+        raise CheckpointError(f"{zip_path}: first conv expects {first_conv.shape[1]} channels but the stored observation is {shape}")
+    net_arch = {"pi": _mlp_sizes(state, "policy_net"), "vf": _mlp_sizes(state, "value_net")}
+    if pickled_kwargs and (net_arch["pi"] or net_arch["vf"]):
+        raise CheckpointError(f"{zip_path}: policy_kwargs are pickled (a custom class such as activation_fn) and the policy has hidden MLP layers "
+                              f"{net_arch}; their activation cannot be read without unpickling. Re-save with plain policy_kwargs.")
+    spec = {
+        "algo": "sb3-zip",
+        "policy": "cnn",
+        "spaces": {"observation": {"image": [int(s) for s in shape]}, "n_actions": n_actions},
+        "policy_kwargs": {"features_dim": features_dim, "net_arch": net_arch,
+                          "share_features_extractor": bool(kwargs.get("share_features_extractor", True)),
+                          "normalize_images": bool(kwargs.get("normalize_images", True))},
+        "source": {"path": str(zip_path), "sha256": _sha256(zip_path), "sb3_version": version,
+                   "num_timesteps": int(data["num_timesteps"]) if isinstance(data.get("num_timesteps"), int) else None},
+    }
+    return spec, state
+
+
+def import_sb3_zip(zip_path: str | Path, out_dir: str | Path, image_shape: tuple[int, int, int], n_actions: int) -> Path:
+    """Check an SB3 CNN zip against the run's env and write it as a DIGR teacher.
+
+    :param zip_path: SB3 ``.zip`` (see :func:`read_sb3_zip`).
+    :param out_dir: the run's ``teacher/`` folder; gets ``teacher.safetensors`` and ``teacher.json`` (atomic writes).
+    :param image_shape: the env's ``observation_space["image"].shape``, ``(C, H, W)``.
+    :param n_actions: the env's ``action_space.n``.
+    :returns: path of ``teacher.safetensors``.
+    :raises CheckpointError: unreadable zip (see :func:`read_sb3_zip`), or a zip whose observation shape or action count
+        differs from the env's (the message gives both; pick the env/wrappers the agent was trained with).
+    """
+    spec, state = read_sb3_zip(zip_path)
+    want = spec["spaces"]["observation"]["image"]
+    if tuple(want) != tuple(image_shape) or spec["spaces"]["n_actions"] != n_actions:
+        raise CheckpointError(f"{zip_path} expects observations {tuple(want)} and {spec['spaces']['n_actions']} actions, but the env gives "
+                              f"{tuple(image_shape)} and {n_actions}; use the env id and wrappers the agent was trained with (env.id)")
+    from digr.teacher import build_cnn_policy  # local import: digr.teacher imports this module
+
+    policy = build_cnn_policy(spec)
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    out = Path(out_dir)
+    save_module(policy, out / "teacher.safetensors")
+    tmp = out / "teacher.json.tmp"
+    tmp.write_text(json.dumps(spec, indent=2))
+    tmp.replace(out / "teacher.json")
+    return out / "teacher.safetensors"
