@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     at = add("attack", "robustness of teacher and students to l-inf observation attacks (needs the students)")
     at.add_argument("--attacks", default=None, help="comma-separated attack names, e.g. random,fgsm,pgd10,pgd50,mad,critic (default: config)")
     at.add_argument("--eps", default=None, help="comma-separated budgets in [0,1] pixel units, e.g. 1/255,3/255,5/255 (default: config)")
+    at.add_argument("--agents", default=None, help="comma-separated agents to attack: teacher and/or student names (default: config, or all)")
     at.add_argument("--episodes", type=int, default=None, help="closed-loop episodes per (agent, attack, eps) (default: config)")
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     bs = b.add_parser("saliency", help="latency of student gradient vs teacher perturbation saliency")
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 attacks = args.attacks.split(",") if args.attacks else None
                 eps = args.eps.split(",") if args.eps else None
                 validate_attack_spec(attacks or [], eps or [], names=("--attacks", "--eps"))
-                print(pipe.attack(attacks, eps, args.episodes))
+                print(pipe.attack(attacks, eps, args.episodes, args.agents.split(",") if args.agents else None))
             elif args.command == "saliency-bench":
                 pipe.saliency_bench(force=True)
                 print(cfg.run_path / "saliency_bench" / "table.md")

@@ -222,7 +222,8 @@ class AttackConfig:
     reference). Closed loop: ``episodes`` full episodes per (agent, attack, ε) with seeds ``evaluate.seed + i``
     (None = ``evaluate.episodes``). Open loop: ``open_loop_frames`` held-out states. The command-line flags
     ``--attacks``/``--eps``/``--episodes`` override these. ``n_parallel`` closed-loop episodes are stepped in
-    lockstep so each step's observations are attacked as one batch.
+    lockstep so each step's observations are attacked as one batch. ``agents``: which of ``teacher`` and the student
+    names to attack (None = all; ``--agents`` overrides), to spend a slow attack's budget on the comparison that matters.
     """
 
     attacks: list[str] = field(default_factory=lambda: ["random", "fgsm", "pgd10", "pgd50", "mad"])
@@ -231,6 +232,7 @@ class AttackConfig:
     open_loop_frames: int = 512
     batch_size: int = 256
     n_parallel: int = 50
+    agents: list[str] | None = None
 
 
 @dataclass
@@ -369,6 +371,21 @@ def validate_attack_spec(attacks: list[str], eps: list, names: tuple[str, str] =
             raise ConfigError(f"{names[0]}[{i}]: {err}") from err
 
 
+def validate_attack_agents(agents: list[str] | None, students: list[str], field_name: str = "attack.agents") -> None:
+    """Check that every attacked agent is ``teacher`` or a student name.
+
+    :raises ConfigError: an unknown or repeated name (the message lists the allowed ones).
+    """
+    if agents is None:
+        return
+    allowed = ["teacher", *students]
+    for a in agents:
+        if a not in allowed:
+            raise ConfigError(f"{field_name}: unknown agent {a!r}; choose from {allowed}")
+    if not agents or len(set(agents)) != len(agents):
+        raise ConfigError(f"{field_name}: give each agent once, at least one, from {allowed}; got {agents}")
+
+
 def _validate(cfg: ExperimentConfig) -> None:
     if not 0.0 <= cfg.mask.kappa <= 1.0:
         raise ConfigError(f"mask.kappa: must be in [0, 1], got {cfg.mask.kappa}")
@@ -394,6 +411,7 @@ def _validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"saliency_bench.methods[{i}]: unknown method {m!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                               f"choose from {list(SALIENCY_BENCH_METHODS)}")
     validate_attack_spec(cfg.attack.attacks, cfg.attack.eps)
+    validate_attack_agents(cfg.attack.agents, names)
     if not 0.0 < cfg.saliency_bench.confidence < 1.0:
         raise ConfigError(f"saliency_bench.confidence: must be in (0, 1), got {cfg.saliency_bench.confidence}")
     if cfg.teacher.batch_size > cfg.teacher.n_envs * cfg.teacher.n_steps:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from digr import __version__
-from digr.config import ExperimentConfig, StageError, config_to_dict
+from digr.config import ExperimentConfig, StageError, config_to_dict, validate_attack_agents
 from digr.dataset import collect_states, load_dataset, save_dataset
 from digr.distill import DistillData, train_student
 from digr.envs_contract import make_env
@@ -407,12 +407,14 @@ class Pipeline:
         console.log(f"saliency-bench: table in {self.path / 'saliency_bench' / 'table.md'}" + (f", report {report}" if report else ""))
         return res
 
-    def attack(self, attacks: list[str] | None = None, eps: list | None = None, episodes: int | None = None) -> Path:
+    def attack(self, attacks: list[str] | None = None, eps: list | None = None, episodes: int | None = None,
+               agents: list[str] | None = None) -> Path:
         """Closed- and open-loop robustness of the teacher and every student under ℓ∞ observation attacks
         (:mod:`digr.robustness`); writes ``attack/`` (results.json, table.md, return_vs_eps.png) and a report section.
 
         Arguments override the config's ``attack`` section. Returns the table's path.
         :raises StageError: the students are not trained yet.
+        :raises ConfigError: ``agents`` names an agent that is neither ``teacher`` nor a student.
         """
         from digr.report import refresh_report
         from digr.robustness import plot_return_vs_eps, robustness_sweep, robustness_table
@@ -422,7 +424,11 @@ class Pipeline:
         attacks = attacks or a.attacks
         eps = eps or a.eps
         episodes = episodes or a.episodes or cfg.evaluate.episodes
+        chosen = agents or a.agents
+        validate_attack_agents(chosen, list(students), "--agents")
         agents = {"teacher": self.load_teacher(), **students}
+        if chosen:
+            agents = {k: v for k, v in agents.items() if k in chosen}
         held = load_dataset(self.path / "dataset_heldout.npz")
         n = min(a.open_loop_frames, len(held))
         image = th.as_tensor(held.images[:n], device=self.device).float() / 255.0
@@ -444,7 +450,7 @@ class Pipeline:
                 rows = [r for r in old["rows"] if (r["agent"], r["attack"], r["eps"]) not in new_keys] + rows
                 attacks = list(dict.fromkeys(old["attacks"] + list(attacks)))
                 eps = list(dict.fromkeys(old["eps"] + [str(e) for e in eps]))
-                order = list(agents)
+                order = ["teacher", *students]
                 rows.sort(key=lambda r: (order.index(r["agent"]) if r["agent"] in order else len(order),
                                          attacks.index(r["attack"]) if r["attack"] in attacks else len(attacks), r["eps"]))
         result = {"attacks": list(attacks), "eps": [str(e) for e in eps], "episodes": episodes, "open_loop_frames": n,

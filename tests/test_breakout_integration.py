@@ -35,8 +35,12 @@ def test_breakout_pipeline_and_attack(tmp_path):
     assert {(x["agent"], x["attack"]) for x in rows} >= {("teacher", "critic"), ("digr", "fgsm")}
     assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "critic")["skipped"]  # students have no value head
     # a second call with another attack keeps the first call's cells (same protocol)
-    assert main(["attack", *args, "--attacks", "random", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4"]) == 0
-    attacks = {x["attack"] for x in json.loads((run / "attack" / "results.json").read_text())["rows"]}
-    assert attacks == {"fgsm", "critic", "random"}
+    # (--agents restricts a call to some agents)
+    assert main(["attack", *args, "--attacks", "random", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4",
+                 "--agents", "plain,digr"]) == 0
+    rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
+    assert {x["attack"] for x in rows} == {"fgsm", "critic", "random"}
+    assert {x["agent"] for x in rows if x["attack"] == "random"} == {"plain", "digr"}
+    assert main(["attack", *args, "--attacks", "random", "--agents", "student"]) == 2  # unknown agent: clear error
     report = (run / "report.md").read_text()
     assert "## Robustness to observation attacks" in report and "## Saliency methods" in report
