@@ -78,10 +78,10 @@ def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int 
 
         teacher, source = load_teacher(teacher_path), f"trained teacher/student from {cfg.run_path}"
     else:
-        teacher = PolicyNet((c, h, w), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim, arch=t.arch).eval()
+        teacher = PolicyNet((c, h, w), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim, arch=t.arch, channels=t.channels).eval()
         source = "untrained networks of the configured architecture"
     names = [s.name for s in cfg.distill.students]
     spath = cfg.run_path / "students" / f"{names[-1]}.safetensors" if names else None
     student = load_student(spath) if spath is not None and spath.is_file() else PolicyNet(
-        (c, h, w), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim, arch=t.arch).eval()
+        (c, h, w), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim, arch=t.arch, channels=t.channels).eval()
     return [{**r, "source": source} for r in latency_rows(teacher, student, image, side, cfg.perturbation, batches, repeats)]

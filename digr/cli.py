@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "teacher":
                 pipe.teacher(max_minutes=args.max_minutes)
             elif args.command == "distill":
-                if cfg.teacher.sb3_zip:  # importing a user's zip is instant: do it here rather than ask for `digr teacher`
+                if cfg.teacher.sb3_zip or cfg.teacher.pretrained:  # a ready teacher is copied in at once, no need for `digr teacher`
                     pipe.teacher()
                 if not pipe.is_done("teacher"):
                     raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")

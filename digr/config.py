@@ -54,13 +54,16 @@ class TeacherConfig:
     """SB3 PPO teacher training (hyperparameters as in SB3's ``PPO``; timesteps are environment steps).
 
     ``arch``: ``grid`` (:class:`digr.nets.GridCNN`; ``cell`` is the side, in pixels, of the first conv layer's kernel
-    and stride, 8 = one output per MiniGrid cell) or ``nature`` (the Nature-DQN CNN of Atari agents, via SB3's
+    and stride, 8 = one output per MiniGrid cell; ``channels`` are its conv widths, the cell conv then 3×3 convs) or ``nature`` (the Nature-DQN CNN of Atari agents, via SB3's
     ``CombinedExtractor``/``NatureCNN``; ``features_dim`` 512 as RL-Zoo). ``lr_schedule`` / ``clip_schedule``:
     ``constant`` or ``linear`` (decays to 0 over ``total_timesteps``, RL-Zoo Atari). ``checkpoint_every`` is in
     environment steps; training resumes from the last checkpoint.
 
     ``sb3_zip``: path of a user's SB3 PPO ``CnnPolicy`` zip (e.g. an RL-Zoo Atari agent) to import as the teacher
     instead of training one (read without unpickling, see :mod:`digr.sb3_zip`); the training fields are then unused.
+    ``pretrained``: a folder holding a DIGR teacher (``teacher.safetensors`` + ``teacher.json`` [+ ``curve.csv``], as
+    written by ``digr teacher``), e.g. a committed teacher under ``experiments/teachers/``; it is copied into the run
+    instead of training.
     """
 
     total_timesteps: int = 204_800
@@ -82,6 +85,8 @@ class TeacherConfig:
     lr_schedule: Literal["constant", "linear"] = "constant"
     clip_schedule: Literal["constant", "linear"] = "constant"
     sb3_zip: str | None = None
+    pretrained: str | None = None
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
 
 
 @dataclass
@@ -414,6 +419,10 @@ def _validate(cfg: ExperimentConfig) -> None:
     validate_attack_agents(cfg.attack.agents, names)
     if not 0.0 < cfg.saliency_bench.confidence < 1.0:
         raise ConfigError(f"saliency_bench.confidence: must be in (0, 1), got {cfg.saliency_bench.confidence}")
+    if not cfg.teacher.channels or min(cfg.teacher.channels) < 1:
+        raise ConfigError(f"teacher.channels: give at least one positive conv width, got {cfg.teacher.channels}")
+    if cfg.teacher.sb3_zip and cfg.teacher.pretrained:
+        raise ConfigError("teacher.sb3_zip and teacher.pretrained: give at most one source for a ready teacher")
     if cfg.teacher.batch_size > cfg.teacher.n_envs * cfg.teacher.n_steps:
         raise ConfigError("teacher.batch_size: must be <= teacher.n_envs * teacher.n_steps (one rollout)")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):

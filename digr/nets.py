@@ -12,33 +12,36 @@ from __future__ import annotations
 import torch as th
 from torch import nn
 
-__all__ = ["ARCHS", "GridCNN", "NatureCNN", "PolicyNet"]
+__all__ = ["ARCHS", "DEFAULT_GRID_CHANNELS", "GridCNN", "NatureCNN", "PolicyNet"]
 
 ARCHS = ("grid", "nature")
+DEFAULT_GRID_CHANNELS = (32, 64, 64)
 
 
 class GridCNN(nn.Module):
-    """Conv(C→32, k=s=cell) → ReLU → Conv(32→64, 3×3, pad 1) → ReLU → Conv(64→64, 3×3, pad 1) → ReLU → flatten
-    [→ concat side] → Linear(→features_dim) → ReLU.
+    """Conv(C→c₁, k=s=cell) → ReLU → [Conv(cᵢ→cᵢ₊₁, 3×3, pad 1) → ReLU]… → flatten [→ concat side]
+    → Linear(→features_dim) → ReLU, with ``channels = (c₁, c₂, …)`` (default ``(32, 64, 64)``).
 
     :param image_shape: ``(C, H, W)``; H and W must be multiples of ``cell``.
     :param side_dim: length of the side-input vector (0 for none).
-    :raises ValueError: H or W not a multiple of ``cell``.
+    :param channels: output channels of the cell conv and of each following 3×3 conv (at least one entry).
+    :raises ValueError: H or W not a multiple of ``cell``, or an empty/non-positive ``channels``.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], side_dim: int = 0, cell: int = 8, features_dim: int = 256):
+    def __init__(self, image_shape: tuple[int, int, int], side_dim: int = 0, cell: int = 8, features_dim: int = 256,
+                 channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS):
         super().__init__()
         c, h, w = image_shape
         if h % cell or w % cell:
             raise ValueError(f"image {h}×{w} is not a multiple of cell={cell}; set teacher.cell to the tile size")
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels={channels!r}: give at least one positive channel count (teacher.channels)")
         self.side_dim = side_dim
-        self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, cell, stride=cell), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-            nn.Flatten(),
-        )
-        self.fc = nn.Sequential(nn.Linear(64 * (h // cell) * (w // cell) + side_dim, features_dim), nn.ReLU())
+        layers: list[nn.Module] = [nn.Conv2d(c, channels[0], cell, stride=cell), nn.ReLU()]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(channels[-1] * (h // cell) * (w // cell) + side_dim, features_dim), nn.ReLU())
         self.features_dim = features_dim
 
     def forward(self, image: th.Tensor, side: th.Tensor | None = None) -> th.Tensor:
@@ -91,14 +94,16 @@ class PolicyNet(nn.Module):
     """
 
     def __init__(self, image_shape: tuple[int, int, int], n_actions: int, side_dim: int = 0, cell: int = 8, features_dim: int = 256,
-                 arch: str = "grid"):
+                 arch: str = "grid", channels: tuple[int, ...] | list[int] = DEFAULT_GRID_CHANNELS):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is not one of {ARCHS}")
         self.spec = {"image_shape": list(image_shape), "n_actions": n_actions, "side_dim": side_dim, "cell": cell, "features_dim": features_dim}
         if arch != "grid":
             self.spec["arch"] = arch
-        self.body = (GridCNN(tuple(image_shape), side_dim, cell, features_dim) if arch == "grid"
+        if tuple(channels) != DEFAULT_GRID_CHANNELS and arch == "grid":  # only non-defaults, so older specs stay valid
+            self.spec["channels"] = list(channels)
+        self.body = (GridCNN(tuple(image_shape), side_dim, cell, features_dim, tuple(channels)) if arch == "grid"
                      else NatureCNN(tuple(image_shape), side_dim, features_dim))
         self.head = nn.Linear(features_dim, n_actions)
 

@@ -33,7 +33,7 @@ from digr.policies import greedy_action, load_student, save_student
 from digr.report import plot_curve, plot_distill_history, plot_saliency_grid, write_report
 from digr.saliency import gradient_saliency, perturbation_saliency
 from digr.sb3_zip import import_sb3_zip
-from digr.teacher import load_teacher, train_teacher
+from digr.teacher import copy_pretrained_teacher, load_teacher, train_teacher
 from digr.tracking import Tracker
 
 __all__ = ["StageConfigMismatch", "Pipeline", "STAGES"]
@@ -158,12 +158,16 @@ class Pipeline:
             return True
         t0 = time.perf_counter()
         t = self.cfg.teacher
-        if t.sb3_zip:
+        if t.sb3_zip or t.pretrained:
             env = self.env_fn()
-            shape, n_actions = env.observation_space["image"].shape, int(env.action_space.n)
+            shape, n_actions = tuple(env.observation_space["image"].shape), int(env.action_space.n)
             env.close()
-            import_sb3_zip(t.sb3_zip, self.path / "teacher", shape, n_actions)
-            console.log(f"teacher: imported {t.sb3_zip} (SB3 CnnPolicy, read without unpickling) into {self.path / 'teacher'}")
+            if t.sb3_zip:
+                import_sb3_zip(t.sb3_zip, self.path / "teacher", shape, n_actions)
+                console.log(f"teacher: imported {t.sb3_zip} (SB3 CnnPolicy, read without unpickling) into {self.path / 'teacher'}")
+            else:
+                copy_pretrained_teacher(t.pretrained, self.path / "teacher", shape, n_actions)
+                console.log(f"teacher: copied the pretrained teacher {t.pretrained} into {self.path / 'teacher'}")
             self._mark_done("teacher", started=t0)
             return True
         console.log(f"teacher: SB3 PPO on {self.cfg.env.id} for {t.total_timesteps} steps ({t.n_envs} envs); checkpoints every {t.checkpoint_every}")
@@ -181,6 +185,12 @@ class Pipeline:
             console.log(f"teacher: stopped after the {max_minutes:g}-minute budget, checkpoint kept in {self.path / 'teacher' / 'checkpoint'}; "
                         "run the same command again to resume")
             return False
+        # how the teacher was made, beside its weights (kept when the folder is reused as teacher.pretrained)
+        cfg_dict = config_to_dict(self.cfg)
+        provenance = {"command": " ".join(sys.argv), "seed": self.cfg.seed, "env": cfg_dict["env"], "teacher": cfg_dict["teacher"],
+                      "digr": __version__, "torch": th.__version__, "threads": th.get_num_threads(),
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (self.path / "teacher" / "provenance.json").write_text(json.dumps(provenance, indent=2))
         self._mark_done("teacher", started=t0)
         return True
 
@@ -290,7 +300,8 @@ class Pipeline:
             with th.random.fork_rng():  # the initial weights depend on the seed only, not on which stages ran before
                 th.manual_seed(self.cfg.seed)
                 student = PolicyNet((c, h, w), ds.teacher_logits.shape[1], 0 if ds.side is None else ds.side.shape[1],
-                                    self.cfg.teacher.cell, self.cfg.teacher.features_dim, arch=self.cfg.teacher.arch)
+                                    self.cfg.teacher.cell, self.cfg.teacher.features_dim, arch=self.cfg.teacher.arch,
+                                    channels=self.cfg.teacher.channels)
             sdir = self.path / "students"
             sdir.mkdir(parents=True, exist_ok=True)
             self._start_tracking()

@@ -5,8 +5,10 @@ The teacher is an SB3 ``MultiInputPolicy`` whose features extractor (shared by a
 (``arch: nature``, Atari, as RL-Zoo). Artefacts in the run folder's ``teacher/`` directory:
 
 * ``teacher.zip`` — the standard SB3 zip (for SB3 tools: ``PPO.load``, rl-zoo ``enjoy``);
-* ``teacher.safetensors`` + ``teacher.json`` — weights and the architecture/observation spec; DIGR reloads the
-  teacher from these (no unpickling);
+* ``teacher.safetensors`` + ``teacher.json`` — weights and the architecture/observation spec (with ``num_timesteps``
+  and ``train_wall_s``, the training wall time summed over resumed calls); DIGR reloads the teacher from these (no
+  unpickling);
+* ``provenance.json`` — written by the pipeline: the command, seed, env and teacher config the teacher was trained with;
 * ``checkpoint/`` — policy weights, optimizer state and step count every ``checkpoint_every`` steps; an interrupted
   run resumes from here;
 * ``curve.csv`` — the learning curve (steps, mean return and success rate of the episodes finished in each rollout;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,19 +39,19 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 
 from digr.checkpoint import CheckpointError, load_module, load_training_state, save_module, save_training_state
 from digr.config import TeacherConfig
-from digr.nets import GridCNN
+from digr.nets import DEFAULT_GRID_CHANNELS, GridCNN
 from digr.policies import SB3Teacher
 
-__all__ = ["GridExtractor", "train_teacher", "load_teacher", "teacher_spaces", "build_cnn_policy"]
+__all__ = ["GridExtractor", "train_teacher", "load_teacher", "teacher_spaces", "build_cnn_policy", "copy_pretrained_teacher"]
 
 
 class GridExtractor(BaseFeaturesExtractor):
     """SB3 features extractor around :class:`GridCNN` for contract observations (SB3 has already scaled ``image`` to [0, 1])."""
 
-    def __init__(self, observation_space: spaces.Dict, cell: int = 8, features_dim: int = 256):
+    def __init__(self, observation_space: spaces.Dict, cell: int = 8, features_dim: int = 256, channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS):
         super().__init__(observation_space, features_dim)
         side = observation_space.spaces.get("side")
-        self.net = GridCNN(observation_space["image"].shape, side.shape[0] if side is not None else 0, cell, features_dim)
+        self.net = GridCNN(observation_space["image"].shape, side.shape[0] if side is not None else 0, cell, features_dim, tuple(channels))
 
     def forward(self, obs: dict) -> th.Tensor:
         return self.net(obs["image"], obs.get("side"))
@@ -58,7 +61,8 @@ def _policy_kwargs(cfg: TeacherConfig) -> dict:
     if cfg.arch == "nature":
         return {"features_extractor_class": CombinedExtractor, "features_extractor_kwargs": {"cnn_output_dim": cfg.features_dim},
                 "share_features_extractor": True, "normalize_images": True}
-    return {"features_extractor_class": GridExtractor, "features_extractor_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim},
+    return {"features_extractor_class": GridExtractor,
+            "features_extractor_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim, "channels": tuple(cfg.channels)},
             "share_features_extractor": True, "normalize_images": True}
 
 
@@ -152,21 +156,26 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: st
                 learning_rate=_schedule(cfg.lr_schedule, cfg.learning_rate), ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, gamma=cfg.gamma,
                 gae_lambda=cfg.gae_lambda, clip_range=_schedule(cfg.clip_schedule, cfg.clip_range), max_grad_norm=cfg.max_grad_norm,
                 policy_kwargs=_policy_kwargs(cfg), seed=seed, device=device, verbose=0)
-    done_steps = 0
+    done_steps, wall0, t_call = 0, 0.0, time.perf_counter()
     if (ckpt_dir / "state.pt").is_file():
         state = load_training_state(ckpt_dir / "state.pt")
         load_module(model.policy, ckpt_dir / "policy.safetensors")
         model.policy.optimizer.load_state_dict(state["optim"])
         done_steps = int(state["num_timesteps"])
+        wall0 = float(state.get("wall_s", 0.0))
         model.num_timesteps = done_steps
-    spec = {"spaces": None, "policy_kwargs": {"cell": cfg.cell, "features_dim": cfg.features_dim, "arch": cfg.arch}, "algo": "sb3-ppo"}
+    policy_spec = {"cell": cfg.cell, "features_dim": cfg.features_dim, "arch": cfg.arch}
+    if tuple(cfg.channels) != DEFAULT_GRID_CHANNELS:  # only non-defaults, so teachers saved before this field load unchanged
+        policy_spec["channels"] = list(cfg.channels)
+    spec = {"spaces": None, "policy_kwargs": policy_spec, "algo": "sb3-ppo"}
     env0 = env_fn()
     spec["spaces"] = teacher_spaces(env0)
     env0.close()
 
     def save():
         save_module(model.policy, ckpt_dir / "policy.safetensors")
-        save_training_state({"optim": model.policy.optimizer.state_dict(), "num_timesteps": model.num_timesteps}, ckpt_dir / "state.pt")
+        save_training_state({"optim": model.policy.optimizer.state_dict(), "num_timesteps": model.num_timesteps,
+                             "wall_s": wall0 + time.perf_counter() - t_call}, ckpt_dir / "state.pt")
 
     remaining = cfg.total_timesteps - done_steps
     if remaining > 0:
@@ -184,7 +193,37 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: st
     model.save(out / "teacher.zip")
     save_module(model.policy, out / "teacher.safetensors")
     spec["num_timesteps"] = int(model.num_timesteps)
+    spec["train_wall_s"] = round(wall0 + time.perf_counter() - t_call, 1)  # summed over resumed calls
     (out / "teacher.json").write_text(json.dumps(spec, indent=2))
+    return out / "teacher.safetensors"
+
+
+def copy_pretrained_teacher(src_dir: str | Path, out_dir: str | Path, image_shape: tuple[int, int, int], n_actions: int) -> Path:
+    """Copy a saved DIGR teacher (``teacher.safetensors`` + ``teacher.json`` [+ ``curve.csv``, ``provenance.json``])
+    into a run's ``teacher/``.
+
+    The teacher is loaded once (:func:`load_teacher`) to check that it is intact and fits the env before anything is
+    copied; writes are atomic.
+
+    :param image_shape: the env's ``observation_space["image"].shape``. :param n_actions: the env's ``action_space.n``.
+    :returns: path of the copied ``teacher.safetensors``.
+    :raises CheckpointError: missing or corrupt files, or a teacher made for other observation shapes or action counts.
+    """
+    src, out = Path(src_dir), Path(out_dir)
+    if not (src / "teacher.safetensors").is_file():
+        raise CheckpointError(f"teacher.pretrained: {src / 'teacher.safetensors'} not found; point it at a folder written by `digr teacher`")
+    load_teacher(src / "teacher.safetensors")
+    spec = json.loads((src / "teacher.json").read_text())
+    want = (tuple(spec["spaces"]["observation"]["image"]), int(spec["spaces"]["n_actions"]))
+    if want != (tuple(image_shape), n_actions):
+        raise CheckpointError(f"teacher.pretrained: {src} was trained on observations {want[0]} with {want[1]} actions, but the env gives "
+                              f"{tuple(image_shape)} with {n_actions}; use the env it was trained on (see its teacher.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("teacher.safetensors", "teacher.json", "curve.csv", "provenance.json"):
+        if (src / name).is_file():
+            tmp = out / (name + ".tmp")
+            shutil.copyfile(src / name, tmp)
+            tmp.replace(out / name)
     return out / "teacher.safetensors"
 
 

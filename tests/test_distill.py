@@ -140,3 +140,18 @@ def test_penalty_on_a_row_subset_is_that_subsets_penalty():
         s = PolicyNet((3, 16, 16), 4, cell=4, features_dim=16)
         runs.append(train_student(s, data, lam=0.1, steps=4, batch_size=8, lr=1e-3, seed=3, penalty_batch_size=2)[-1]["loss"])
     assert runs[0] == runs[1]
+
+
+def test_grid_channels_shape_the_body_and_survive_save_load(tmp_path):
+    from digr.policies import load_student, save_student
+
+    student = PolicyNet((3, 16, 16), 4, cell=4, features_dim=16, channels=[8])
+    convs = [m for m in student.body.conv if isinstance(m, th.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8] and student.body.fc[0].in_features == 8 * 4 * 4
+    save_student(student, tmp_path / "s.safetensors")
+    again = load_student(tmp_path / "s.safetensors")
+    image = th.rand(2, 3, 16, 16)
+    th.testing.assert_close(again(image), student(image), rtol=0, atol=0)
+    assert PolicyNet((3, 16, 16), 4, cell=4).spec.get("channels") is None  # defaults are not written: old specs stay valid
+    with pytest.raises(ValueError, match="channels"):
+        PolicyNet((3, 16, 16), 4, cell=4, channels=[])

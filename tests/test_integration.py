@@ -111,5 +111,12 @@ def test_teacher_budget_stops_and_resumes(tmp_path):
     run = tmp_path / "budget"
     assert (run / "teacher" / "checkpoint" / "state.pt").is_file() and not (run / "stages" / "teacher.json").exists()
     assert main(["teacher", *args]) == 0
-    assert json.loads((run / "teacher" / "teacher.json").read_text())["num_timesteps"] >= 1024
+    spec = json.loads((run / "teacher" / "teacher.json").read_text())
+    assert spec["num_timesteps"] >= 1024 and spec["train_wall_s"] > 0
     assert (run / "stages" / "teacher.json").is_file()
+    provenance = json.loads((run / "teacher" / "provenance.json").read_text())
+    assert provenance["teacher"]["total_timesteps"] == 1024 and provenance["env"]["id"].endswith("FetchColorGreen-8x8-v0")
+    # the finished folder serves as teacher.pretrained of another run: copied in, nothing trained
+    again = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=reuse", *TINY, "-o", f"teacher.pretrained={run / 'teacher'}"]
+    assert main(["teacher", *again]) == 0
+    assert (tmp_path / "reuse" / "teacher" / "provenance.json").is_file() and not (tmp_path / "reuse" / "teacher" / "checkpoint").exists()

@@ -14,7 +14,7 @@ from stable_baselines3 import PPO
 from digr.checkpoint import CheckpointError
 from digr.cli import main
 from digr.sb3_zip import import_sb3_zip, read_sb3_zip
-from digr.teacher import load_teacher
+from digr.teacher import copy_pretrained_teacher, load_teacher
 
 
 class _BoxAtari(gym.Env):
@@ -67,6 +67,20 @@ def test_zip_that_does_not_fit_the_env_is_refused_naming_both_shapes(tmp_path):
     with pytest.raises(CheckpointError, match=r"\(4, 84, 84\) and 4 actions.*\(3, 64, 64\) and 4"):
         import_sb3_zip(tmp_path / "agent.zip", tmp_path / "teacher", (3, 64, 64), 4)
     assert not (tmp_path / "teacher" / "teacher.safetensors").exists()
+
+
+def test_pretrained_teacher_folder_is_copied_and_checked(tmp_path):
+    _save_zip(tmp_path / "agent.zip")
+    src = import_sb3_zip(tmp_path / "agent.zip", tmp_path / "src", (4, 84, 84), 4).parent
+    copied = copy_pretrained_teacher(src, tmp_path / "run" / "teacher", (4, 84, 84), 4)
+    frames = th.rand(3, 4, 84, 84)
+    with th.no_grad():
+        th.testing.assert_close(load_teacher(copied)(frames), load_teacher(src / "teacher.safetensors")(frames), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match=r"trained on observations \(4, 84, 84\) with 4 actions"):
+        copy_pretrained_teacher(src, tmp_path / "other", (3, 64, 64), 4)
+    with pytest.raises(CheckpointError, match="not found"):
+        copy_pretrained_teacher(tmp_path / "nothing", tmp_path / "other", (4, 84, 84), 4)
+    assert not (tmp_path / "other").exists()
 
 
 class _Payload:
