@@ -16,11 +16,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-__all__ = ["CheckpointError", "save_state_dict", "load_state_dict", "save_module", "load_module", "save_training_state", "load_training_state"]
+__all__ = ["CheckpointError", "write_text_atomic", "save_state_dict", "load_state_dict", "save_module", "load_module", "save_training_state", "load_training_state"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model; the message says which file and what to do."""
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: readers see the old or the new file, never
+    a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def save_state_dict(state: dict[str, th.Tensor], path: str | Path) -> None:

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 attacks = args.attacks.split(",") if args.attacks else None
                 eps = args.eps.split(",") if args.eps else None
                 validate_attack_spec(attacks or [], eps or [], names=("--attacks", "--eps"))
-                print(pipe.attack(attacks, eps, args.episodes, args.agents.split(",") if args.agents else None))
+                print(pipe.attack(attacks, eps, args.episodes, [a.strip() for a in args.agents.split(",")] if args.agents else None))
             elif args.command == "saliency-bench":
                 pipe.saliency_bench(force=True)
                 print(cfg.run_path / "saliency_bench" / "table.md")

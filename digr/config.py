@@ -61,9 +61,11 @@ class TeacherConfig:
 
     ``sb3_zip``: path of a user's SB3 PPO ``CnnPolicy`` zip (e.g. an RL-Zoo Atari agent) to import as the teacher
     instead of training one (read without unpickling, see :mod:`digr.sb3_zip`); the training fields are then unused.
-    ``pretrained``: a folder holding a DIGR teacher (``teacher.safetensors`` + ``teacher.json`` [+ ``curve.csv``], as
-    written by ``digr teacher``), e.g. a committed teacher under ``experiments/teachers/``; it is copied into the run
-    instead of training.
+    ``pretrained``: a folder holding a DIGR teacher (``teacher.safetensors`` + ``teacher.json`` [+ ``curve.csv``,
+    ``provenance.json``], as written by ``digr teacher``), e.g. a committed teacher under ``experiments/teachers/``; it is
+    copied into the run instead of training. Relative paths (also ``sb3_zip``) are read from the current directory.
+    The architecture fields (``arch``, ``cell``, ``features_dim``, ``channels``) must describe the ready teacher: the
+    students are built from them.
     """
 
     total_timesteps: int = 204_800
@@ -421,6 +423,9 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"saliency_bench.confidence: must be in (0, 1), got {cfg.saliency_bench.confidence}")
     if not cfg.teacher.channels or min(cfg.teacher.channels) < 1:
         raise ConfigError(f"teacher.channels: give at least one positive conv width, got {cfg.teacher.channels}")
+    if cfg.teacher.sb3_zip and cfg.teacher.arch != "nature":
+        raise ConfigError("teacher.arch: an SB3 CnnPolicy zip (teacher.sb3_zip) is a Nature-DQN CNN; set teacher.arch: nature "
+                          "(the students are built with the teacher's architecture)")
     if cfg.teacher.sb3_zip and cfg.teacher.pretrained:
         raise ConfigError("teacher.sb3_zip and teacher.pretrained: give at most one source for a ready teacher")
     if cfg.teacher.batch_size > cfg.teacher.n_envs * cfg.teacher.n_steps:

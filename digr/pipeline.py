@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import sys
 import time
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from digr import __version__
+from digr.checkpoint import write_text_atomic
 from digr.config import ExperimentConfig, StageError, config_to_dict, validate_attack_agents
 from digr.dataset import collect_states, load_dataset, save_dataset
 from digr.distill import DistillData, train_student
@@ -33,7 +35,7 @@ from digr.policies import greedy_action, load_student, save_student
 from digr.report import plot_curve, plot_distill_history, plot_saliency_grid, write_report
 from digr.saliency import gradient_saliency, perturbation_saliency
 from digr.sb3_zip import import_sb3_zip
-from digr.teacher import copy_pretrained_teacher, load_teacher, train_teacher
+from digr.teacher import copy_pretrained_teacher, load_teacher, teacher_spaces, train_teacher
 from digr.tracking import Tracker
 
 __all__ = ["StageConfigMismatch", "Pipeline", "STAGES"]
@@ -151,7 +153,12 @@ class Pipeline:
     # ---------------------------------------------------------------- stages
     def teacher(self, max_minutes: float | None = None) -> bool:
         """Train (or resume) the PPO teacher; skipped if finished. With ``max_minutes`` it stops (checkpointed) after
-        that much wall time; returns True when the teacher is finished."""
+        that much wall time; returns True when the teacher is finished. With ``teacher.sb3_zip`` the user's SB3 zip is
+        imported instead, with ``teacher.pretrained`` a saved DIGR teacher is copied in (both checked against the env).
+
+        :raises CheckpointError: a ready teacher that is unreadable or does not fit the env.
+        :raises ConfigError: a pretrained teacher whose architecture differs from ``teacher.arch/cell/features_dim/channels``
+            (the students are built from those fields)."""
         self._write_run_info()
         if self.is_done("teacher"):
             console.log(f"teacher: done ({self.path / 'teacher'}), skipping")
@@ -160,13 +167,14 @@ class Pipeline:
         t = self.cfg.teacher
         if t.sb3_zip or t.pretrained:
             env = self.env_fn()
-            shape, n_actions = tuple(env.observation_space["image"].shape), int(env.action_space.n)
+            env_spaces = teacher_spaces(env)
             env.close()
             if t.sb3_zip:
-                import_sb3_zip(t.sb3_zip, self.path / "teacher", shape, n_actions)
+                import_sb3_zip(t.sb3_zip, self.path / "teacher", tuple(env_spaces["observation"]["image"]), env_spaces["n_actions"],
+                               has_side="side" in env_spaces["observation"])
                 console.log(f"teacher: imported {t.sb3_zip} (SB3 CnnPolicy, read without unpickling) into {self.path / 'teacher'}")
             else:
-                copy_pretrained_teacher(t.pretrained, self.path / "teacher", shape, n_actions)
+                copy_pretrained_teacher(t.pretrained, self.path / "teacher", env_spaces, t)
                 console.log(f"teacher: copied the pretrained teacher {t.pretrained} into {self.path / 'teacher'}")
             self._mark_done("teacher", started=t0)
             return True
@@ -190,7 +198,7 @@ class Pipeline:
         provenance = {"command": " ".join(sys.argv), "seed": self.cfg.seed, "env": cfg_dict["env"], "teacher": cfg_dict["teacher"],
                       "digr": __version__, "torch": th.__version__, "threads": th.get_num_threads(),
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        (self.path / "teacher" / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        write_text_atomic(self.path / "teacher" / "provenance.json", json.dumps(provenance, indent=2))
         self._mark_done("teacher", started=t0)
         return True
 
@@ -455,8 +463,16 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         previous = out / "results.json"
         if previous.is_file():  # keep the cells of earlier calls made with the same protocol (another attack list or ε)
-            old = json.loads(previous.read_text())
-            if (old.get("episodes"), old.get("open_loop_frames"), old.get("seed")) == (episodes, n, cfg.evaluate.seed):
+            try:
+                old = json.loads(previous.read_text())
+            except json.JSONDecodeError as e:
+                raise StageError(f"{previous} is corrupt ({e}); move it away to start a new attack table") from e
+            if (old.get("episodes"), old.get("open_loop_frames"), old.get("seed")) != (episodes, n, cfg.evaluate.seed):
+                # another protocol: its cells cannot share a table, but hours of attacks are not thrown away either
+                kept = out / f"results.{old.get('episodes')}ep-{old.get('open_loop_frames')}frames-seed{old.get('seed')}.json"
+                os.replace(previous, kept)
+                console.log(f"attack: earlier results used another protocol; kept as {kept}")
+            else:
                 new_keys = {(r["agent"], r["attack"], r["eps"]) for r in rows}
                 rows = [r for r in old["rows"] if (r["agent"], r["attack"], r["eps"]) not in new_keys] + rows
                 attacks = list(dict.fromkeys(old["attacks"] + list(attacks)))
@@ -466,9 +482,9 @@ class Pipeline:
                                          attacks.index(r["attack"]) if r["attack"] in attacks else len(attacks), r["eps"]))
         result = {"attacks": list(attacks), "eps": [str(e) for e in eps], "episodes": episodes, "open_loop_frames": n,
                   "seed": cfg.evaluate.seed, "elapsed_s": round(time.perf_counter() - t0, 1), "rows": rows}
-        (out / "results.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+        write_text_atomic(out / "results.json", json.dumps(result, indent=2, allow_nan=False))
         table = robustness_table(rows)
-        (out / "table.md").write_text(table + "\n")
+        write_text_atomic(out / "table.md", table + "\n")
         plot_return_vs_eps(rows, out / "return_vs_eps.png")
         (out / "section.md").write_text("\n".join([
             "## Robustness to observation attacks (`digr attack`)", "",

@@ -99,7 +99,7 @@ def load_student(path: str | Path, device: str = "cpu") -> PolicyNet:
     try:
         spec = json.loads(spec_path.read_text())
         student = PolicyNet(**spec)
-    except (json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise CheckpointError(f"student spec {spec_path} is corrupt ({e}); delete it and re-run `digr distill`") from e
     try:
         student.load_state_dict(load_state_dict(path))

@@ -18,16 +18,26 @@ __all__ = ["plot_curve", "plot_saliency_grid", "plot_distill_history", "write_re
 
 
 def plot_curve(curve_csv: Path, out_png: Path, title: str) -> None:
-    """Teacher learning curve: mean return and success rate per rollout against environment steps."""
+    """Teacher learning curve against environment steps: success rate and mean return per rollout (tasks with a
+    success signal, y in [0, 1]), or the true game score of finished games and the training return (Atari: episodic
+    life, clipped rewards), on a free y scale. Rollouts where no game ended are skipped; curves are moving averages."""
     rows = list(csv.DictReader(curve_csv.open()))
     steps = np.array([float(r["steps"]) for r in rows])
+    success = np.array([float(r["success_rate"]) for r in rows])
+    has_success = bool(np.isfinite(success).any())
+    keys = (("success_rate", "success rate"), ("mean_return", "mean return")) if has_success else \
+        (("mean_score", "game score (true, full games)"), ("mean_return", "training return (per life, clipped)"))
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for key, label in (("success_rate", "success rate"), ("mean_return", "mean return")):
-        y = np.array([float(r[key]) for r in rows])
-        k = max(1, len(y) // 40)
-        ax.plot(steps, np.convolve(y, np.ones(k) / k, mode="same"), label=f"{label} (smoothed over {k} rollouts)")
+    for key, label in keys:
+        y = np.array([float(r.get(key) or "nan") for r in rows])
+        ok = np.isfinite(y)
+        if not ok.any():
+            continue
+        k = max(1, int(ok.sum()) // 40)
+        ax.plot(steps[ok], np.convolve(y[ok], np.ones(k) / k, mode="same"), label=f"{label} (moving average of {k})")
     ax.set_xlabel("environment steps")
-    ax.set_ylim(0, 1.05)
+    if has_success:
+        ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch as th
 
-from digr.checkpoint import CheckpointError, save_module
+from digr.checkpoint import CheckpointError, save_module, write_text_atomic
 
 __all__ = ["read_sb3_zip", "import_sb3_zip"]
 
 _CNN_CLASSES = ("ActorCriticCnnPolicy", "CnnPolicy")
 _PLAIN_KWARGS = {"net_arch", "ortho_init", "share_features_extractor", "normalize_images", "features_extractor_kwargs", "log_std_init"}
+_ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
 
 
 def _sha256(path: Path) -> str:
@@ -65,8 +66,9 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
         (``{"algo": "sb3-zip", "policy": "cnn", "spaces": {"observation": {"image": [C, H, W]}, "n_actions": A},
         "policy_kwargs": {...}, "source": {...}}``); ``state_dict`` maps SB3 parameter names to float32 tensors.
     :raises CheckpointError: the file is missing, not a zip, lacks ``data``/``policy.pth``, is not a CNN actor-critic
-        policy on a Box image and Discrete actions, or carries ``policy_kwargs`` that only a pickle could restore
-        (custom classes) together with hidden MLP layers.
+        policy (SB3 NatureCNN extractor) on a Box image and Discrete actions, uses an activation outside
+        ``torch.nn`` {Tanh, ReLU, ELU, LeakyReLU, GELU, SiLU} or ``policy_kwargs`` DIGR cannot rebuild, or stores
+        actor and critic extractors that contradict its ``share_features_extractor``.
     """
     zip_path = Path(zip_path)
     if not zip_path.is_file():
@@ -105,12 +107,23 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
     if len(shape) != 3 or dtype != "uint8":
         raise CheckpointError(f"{zip_path}: observation {shape} {dtype} is not a uint8 (C, H, W) image")
 
-    kwargs_raw = data.get("policy_kwargs", {})
-    pickled_kwargs = isinstance(kwargs_raw, dict) and ":serialized:" in kwargs_raw
-    kwargs = {} if pickled_kwargs else dict(kwargs_raw)
-    unknown = set(kwargs) - _PLAIN_KWARGS
+    # SB3 pickles policy_kwargs as a whole when any value is a class (activation_fn, optimizer_class), but writes every
+    # first-level entry beside the pickle: plain values as they are, classes as their str()
+    kwargs_raw = data.get("policy_kwargs") or {}
+    kwargs = {k: v for k, v in kwargs_raw.items() if k not in (":type:", ":serialized:")}
+    unknown = set(kwargs) - _PLAIN_KWARGS - {"activation_fn", "optimizer_class", "optimizer_kwargs", "features_extractor_class"}
     if unknown:
-        raise CheckpointError(f"{zip_path}: policy_kwargs {sorted(unknown)} are not supported (supported: {sorted(_PLAIN_KWARGS)})")
+        raise CheckpointError(f"{zip_path}: policy_kwargs {sorted(unknown)} are not supported (supported: {sorted(_PLAIN_KWARGS)}, "
+                              "activation_fn, optimizer_class, optimizer_kwargs)")
+    extractor = str(kwargs.get("features_extractor_class", "NatureCNN"))
+    if "NatureCNN" not in extractor:
+        raise CheckpointError(f"{zip_path}: features extractor {extractor} is not SB3's NatureCNN, the only CNN extractor DIGR rebuilds")
+    activation = "Tanh"  # SB3's default for the MLP layers
+    if "activation_fn" in kwargs:
+        m = re.fullmatch(r"<class 'torch\.nn\.modules\.activation\.(\w+)'>", str(kwargs["activation_fn"]))
+        if m is None or m.group(1) not in _ACTIVATIONS:
+            raise CheckpointError(f"{zip_path}: activation_fn {kwargs['activation_fn']} is not one of torch.nn {_ACTIVATIONS}")
+        activation = m.group(1)
     try:
         state = {k: v.float() for k, v in state.items()}
         features_dim = int(state["features_extractor.linear.0.weight"].shape[0])
@@ -119,35 +132,43 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
         raise CheckpointError(f"{zip_path}: policy.pth has no NatureCNN features extractor ({e}); only SB3's default CnnPolicy extractor is supported") from e
     if first_conv.shape[1] != shape[0]:
         raise CheckpointError(f"{zip_path}: first conv expects {first_conv.shape[1]} channels but the stored observation is {shape}")
+    share = bool(kwargs.get("share_features_extractor", True))
+    # a shared extractor is stored under three prefixes with equal tensors; separate ones differ (checked, since a wrong
+    # flag would load the critic's CNN into the actor without any missing or unexpected key)
+    vf_same = all(th.equal(v, state.get("vf_features_extractor." + k[len("features_extractor."):], v + 1))
+                  for k, v in state.items() if k.startswith("features_extractor."))
+    if share != vf_same:
+        raise CheckpointError(f"{zip_path}: share_features_extractor={share} but the stored actor and critic extractors are "
+                              f"{'equal' if vf_same else 'different'}; the zip is inconsistent")
     net_arch = {"pi": _mlp_sizes(state, "policy_net"), "vf": _mlp_sizes(state, "value_net")}
-    if pickled_kwargs and (net_arch["pi"] or net_arch["vf"]):
-        raise CheckpointError(f"{zip_path}: policy_kwargs are pickled (a custom class such as activation_fn) and the policy has hidden MLP layers "
-                              f"{net_arch}; their activation cannot be read without unpickling. Re-save with plain policy_kwargs.")
     spec = {
         "algo": "sb3-zip",
         "policy": "cnn",
         "spaces": {"observation": {"image": [int(s) for s in shape]}, "n_actions": n_actions},
-        "policy_kwargs": {"features_dim": features_dim, "net_arch": net_arch,
-                          "share_features_extractor": bool(kwargs.get("share_features_extractor", True)),
-                          "normalize_images": bool(kwargs.get("normalize_images", True))},
+        "policy_kwargs": {"features_dim": features_dim, "net_arch": net_arch, "share_features_extractor": share,
+                          "normalize_images": bool(kwargs.get("normalize_images", True)), "activation_fn": activation},
         "source": {"path": str(zip_path), "sha256": _sha256(zip_path), "sb3_version": version,
                    "num_timesteps": int(data["num_timesteps"]) if isinstance(data.get("num_timesteps"), int) else None},
     }
     return spec, state
 
 
-def import_sb3_zip(zip_path: str | Path, out_dir: str | Path, image_shape: tuple[int, int, int], n_actions: int) -> Path:
+def import_sb3_zip(zip_path: str | Path, out_dir: str | Path, image_shape: tuple[int, int, int], n_actions: int, has_side: bool = False) -> Path:
     """Check an SB3 CNN zip against the run's env and write it as a DIGR teacher.
 
     :param zip_path: SB3 ``.zip`` (see :func:`read_sb3_zip`).
     :param out_dir: the run's ``teacher/`` folder; gets ``teacher.safetensors`` and ``teacher.json`` (atomic writes).
     :param image_shape: the env's ``observation_space["image"].shape``, ``(C, H, W)``.
     :param n_actions: the env's ``action_space.n``.
+    :param has_side: whether the env's observation also has a ``side`` vector (refused: a CnnPolicy takes the image only).
     :returns: path of ``teacher.safetensors``.
-    :raises CheckpointError: unreadable zip (see :func:`read_sb3_zip`), or a zip whose observation shape or action count
-        differs from the env's (the message gives both; pick the env/wrappers the agent was trained with).
+    :raises CheckpointError: unreadable zip (see :func:`read_sb3_zip`), a zip whose observation shape or action count
+        differs from the env's (the message gives both; pick the env/wrappers the agent was trained with), an env with a
+        side input, or weights that do not fit the rebuilt policy.
     """
     spec, state = read_sb3_zip(zip_path)
+    if has_side:
+        raise CheckpointError(f"{zip_path}: the env also gives a side input, which an SB3 CnnPolicy on a Box image cannot take")
     want = spec["spaces"]["observation"]["image"]
     if tuple(want) != tuple(image_shape) or spec["spaces"]["n_actions"] != n_actions:
         raise CheckpointError(f"{zip_path} expects observations {tuple(want)} and {spec['spaces']['n_actions']} actions, but the env gives "
@@ -155,12 +176,13 @@ def import_sb3_zip(zip_path: str | Path, out_dir: str | Path, image_shape: tuple
     from digr.teacher import build_cnn_policy  # local import: digr.teacher imports this module
 
     policy = build_cnn_policy(spec)
-    missing, unexpected = policy.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = policy.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy ({e})") from e
     if missing or unexpected:
         raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy (missing {missing[:5]}, unexpected {unexpected[:5]})")
     out = Path(out_dir)
     save_module(policy, out / "teacher.safetensors")
-    tmp = out / "teacher.json.tmp"
-    tmp.write_text(json.dumps(spec, indent=2))
-    tmp.replace(out / "teacher.json")
+    write_text_atomic(out / "teacher.json", json.dumps(spec, indent=2))
     return out / "teacher.safetensors"

@@ -37,8 +37,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 
-from digr.checkpoint import CheckpointError, load_module, load_training_state, save_module, save_training_state
-from digr.config import TeacherConfig
+from digr.checkpoint import CheckpointError, load_module, load_training_state, save_module, save_training_state, write_text_atomic
+from digr.config import ConfigError, TeacherConfig
 from digr.nets import DEFAULT_GRID_CHANNELS, GridCNN
 from digr.policies import SB3Teacher
 
@@ -165,7 +165,7 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: st
         wall0 = float(state.get("wall_s", 0.0))
         model.num_timesteps = done_steps
     policy_spec = {"cell": cfg.cell, "features_dim": cfg.features_dim, "arch": cfg.arch}
-    if tuple(cfg.channels) != DEFAULT_GRID_CHANNELS:  # only non-defaults, so teachers saved before this field load unchanged
+    if tuple(cfg.channels) != DEFAULT_GRID_CHANNELS:  # written only when not the default, so older DIGR versions read the spec
         policy_spec["channels"] = list(cfg.channels)
     spec = {"spaces": None, "policy_kwargs": policy_spec, "algo": "sb3-ppo"}
     env0 = env_fn()
@@ -194,36 +194,52 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out_dir: st
     save_module(model.policy, out / "teacher.safetensors")
     spec["num_timesteps"] = int(model.num_timesteps)
     spec["train_wall_s"] = round(wall0 + time.perf_counter() - t_call, 1)  # summed over resumed calls
-    (out / "teacher.json").write_text(json.dumps(spec, indent=2))
+    write_text_atomic(out / "teacher.json", json.dumps(spec, indent=2))
     return out / "teacher.safetensors"
 
 
-def copy_pretrained_teacher(src_dir: str | Path, out_dir: str | Path, image_shape: tuple[int, int, int], n_actions: int) -> Path:
+def copy_pretrained_teacher(src_dir: str | Path, out_dir: str | Path, env_spaces: dict, cfg: TeacherConfig) -> Path:
     """Copy a saved DIGR teacher (``teacher.safetensors`` + ``teacher.json`` [+ ``curve.csv``, ``provenance.json``])
     into a run's ``teacher/``.
 
-    The teacher is loaded once (:func:`load_teacher`) to check that it is intact and fits the env before anything is
-    copied; writes are atomic.
+    The teacher is loaded once (:func:`load_teacher`) to check that it is intact, fits the env and has the architecture
+    the config describes (students are built from ``cfg``) before anything is copied. Files are copied atomically, one by
+    one, ``teacher.safetensors`` last; optional files the source lacks are removed from ``out_dir`` so that nothing of an
+    earlier teacher is left beside the new one.
 
-    :param image_shape: the env's ``observation_space["image"].shape``. :param n_actions: the env's ``action_space.n``.
+    :param src_dir: folder written by ``digr teacher`` (a run's ``teacher/``), e.g. ``experiments/teachers/breakout``.
+    :param out_dir: the run's ``teacher/`` folder (created).
+    :param env_spaces: the env's :func:`teacher_spaces` (image shape, side length, number of actions).
+    :param cfg: the run's teacher config.
     :returns: path of the copied ``teacher.safetensors``.
-    :raises CheckpointError: missing or corrupt files, or a teacher made for other observation shapes or action counts.
+    :raises CheckpointError: missing or corrupt files, or a teacher made for other observations or action counts.
+    :raises ConfigError: ``cfg.arch``, ``cell``, ``features_dim`` or ``channels`` differ from the saved teacher's.
     """
     src, out = Path(src_dir), Path(out_dir)
     if not (src / "teacher.safetensors").is_file():
         raise CheckpointError(f"teacher.pretrained: {src / 'teacher.safetensors'} not found; point it at a folder written by `digr teacher`")
     load_teacher(src / "teacher.safetensors")
     spec = json.loads((src / "teacher.json").read_text())
-    want = (tuple(spec["spaces"]["observation"]["image"]), int(spec["spaces"]["n_actions"]))
-    if want != (tuple(image_shape), n_actions):
-        raise CheckpointError(f"teacher.pretrained: {src} was trained on observations {want[0]} with {want[1]} actions, but the env gives "
-                              f"{tuple(image_shape)} with {n_actions}; use the env it was trained on (see its teacher.json)")
+    if spec["spaces"] != env_spaces:
+        raise CheckpointError(f"teacher.pretrained: {src} was trained on {spec['spaces']}, but the env gives {env_spaces}; "
+                              "use the env it was trained on (see its provenance.json)")
+    saved = {"arch": "grid", "cell": 8, "features_dim": 256, "channels": list(DEFAULT_GRID_CHANNELS), **spec.get("policy_kwargs", {})}
+    if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy: the Nature-DQN CNN
+        saved["arch"] = "nature"
+    wanted = {"arch": cfg.arch, "cell": cfg.cell, "features_dim": cfg.features_dim, "channels": list(cfg.channels)}
+    relevant = ("arch", "features_dim") if cfg.arch == "nature" else tuple(wanted)
+    diff = {f"teacher.{k}": (wanted[k], saved[k]) for k in relevant if wanted[k] != saved[k]}
+    if diff:
+        raise ConfigError(f"teacher.pretrained: {src} has a different architecture; set "
+                          + ", ".join(f"{k}: {v[1]} (config has {v[0]})" for k, v in diff.items()))
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("teacher.safetensors", "teacher.json", "curve.csv", "provenance.json"):
+    for name in ("curve.csv", "provenance.json", "teacher.zip", "teacher.json", "teacher.safetensors"):
         if (src / name).is_file():
             tmp = out / (name + ".tmp")
             shutil.copyfile(src / name, tmp)
             tmp.replace(out / name)
+        elif name != "teacher.safetensors":
+            (out / name).unlink(missing_ok=True)
     return out / "teacher.safetensors"
 
 
@@ -237,7 +253,8 @@ def build_cnn_policy(spec: dict) -> ActorCriticCnnPolicy:
     obs_space = spaces.Box(0, 255, tuple(spec["spaces"]["observation"]["image"]), np.uint8)
     return ActorCriticCnnPolicy(obs_space, spaces.Discrete(spec["spaces"]["n_actions"]), lr_schedule=lambda _: 0.0,
                                 net_arch=dict(kw["net_arch"]), features_extractor_kwargs={"features_dim": kw["features_dim"]},
-                                share_features_extractor=kw["share_features_extractor"], normalize_images=kw["normalize_images"])
+                                share_features_extractor=kw["share_features_extractor"], normalize_images=kw["normalize_images"],
+                                activation_fn=getattr(th.nn, kw.get("activation_fn", "Tanh")))
 
 
 def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
@@ -255,12 +272,12 @@ def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
     try:
         spec = json.loads(spec_path.read_text())
         obs_space, act_space = _spaces_from(spec["spaces"])
-        cfg = None if spec.get("policy") == "cnn" else TeacherConfig(**spec["policy_kwargs"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"teacher spec {spec_path} is corrupt ({e}); re-run `digr teacher`") from e
-    if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy zip (digr.sb3_zip)
-        policy = build_cnn_policy(spec)
-    else:
-        policy = MultiInputActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0, **_policy_kwargs(cfg))
+        if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy zip (digr.sb3_zip)
+            policy = build_cnn_policy(spec)
+        else:
+            policy = MultiInputActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
+                                                 **_policy_kwargs(TeacherConfig(**spec["policy_kwargs"])))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"teacher spec {spec_path} is corrupt or describes no buildable policy ({e}); re-run `digr teacher`") from e
     load_module(policy, path)
     return SB3Teacher(policy.to(device)).eval()

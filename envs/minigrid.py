@@ -126,20 +126,25 @@ class PixelFetchWrapper(gym.Wrapper):
         self._bg_key: tuple | None = None
         self._bg: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _grid_key(self) -> tuple:
-        """Content key of the grid (one ``encode()`` triple or None per cell); changes whenever any cell changes."""
-        return tuple(None if c is None else c.encode() for c in self.env.unwrapped.grid.grid)
+    def _cache_key(self) -> tuple:
+        """What the agent-free frame and the target mask depend on: every cell's ``encode()`` triple (or None) and the
+        episode's target (the mission task draws type and colour per episode, so two episodes can share a grid but not a
+        target)."""
+        base = self.env.unwrapped
+        target = (getattr(base, "target_color", None), getattr(base, "targetType", None), getattr(base, "targetColor", None))
+        return target, tuple(None if c is None else c.encode() for c in base.grid.grid)
 
     def _background(self) -> tuple[np.ndarray, np.ndarray]:
-        """Frame without the agent (H, W, 3) uint8 and the target mask (H, W) bool, cached for the current grid.
+        """Frame without the agent (H, W, 3) uint8 and the target mask (H, W) bool, cached per :meth:`_cache_key`.
 
         MiniGrid's ``get_frame(highlight=False)`` renders all cells in Python and also computes the agent's view (unused
         without highlighting). The grid of a Fetch episode only changes at the pickup that ends it, so the agent-free
-        background is rendered once per grid content and each step only pastes the agent's tile; tiles come from
-        MiniGrid's own tile cache, so frames are byte-identical to ``get_frame`` (tested).
+        background is rendered once per grid content and target, and each step only pastes the agent's tile; tiles come
+        from MiniGrid's own tile cache, so frames are byte-identical to ``get_frame`` (tested). The returned arrays are
+        the cache itself: callers copy before changing them.
         """
         base = self.env.unwrapped
-        key = self._grid_key()
+        key = self._cache_key()
         if self._bg_key != key:
             t = self.tile_size
             frame = base.grid.render(t, agent_pos=(-1, -1), agent_dir=None, highlight_mask=None)
@@ -153,23 +158,27 @@ class PixelFetchWrapper(gym.Wrapper):
 
     def render_frame(self) -> np.ndarray:
         """Fully observable RGB frame (H, W, 3) uint8, equal to ``get_frame(highlight=False, tile_size, agent_pov=False)``."""
+        return self._render()[0]
+
+    def _render(self) -> tuple[np.ndarray, np.ndarray]:
+        """(frame (H, W, 3) uint8, target mask (H, W) bool), both fresh arrays, from one cache lookup."""
         base = self.env.unwrapped
-        background, _ = self._background()
+        background, mask = self._background()
         frame = background.copy()
         i, j = int(base.agent_pos[0]), int(base.agent_pos[1])
         t = self.tile_size
         frame[j * t : (j + 1) * t, i * t : (i + 1) * t] = Grid.render_tile(base.grid.get(i, j), agent_dir=base.agent_dir, highlight=False, tile_size=t)
-        return frame
+        return frame, mask.copy()
 
     def _observe(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         base = self.env.unwrapped
-        frame = self.render_frame()
+        frame, mask = self._render()
         obs = {"image": np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.uint8)}
         if self.mission_side_input:
             side = np.zeros(self.observation_space["side"].shape, np.float32)
             side[COLOR_NAMES.index(base.targetColor) * len(OBJ_TYPES) + OBJ_TYPES.index(base.targetType)] = 1.0
             obs["side"] = side
-        return obs, self._background()[1].copy()
+        return obs, mask
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         _, info = self.env.reset(seed=seed, options=options)

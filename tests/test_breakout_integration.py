@@ -7,6 +7,7 @@ import pytest
 from digr.cli import main
 
 TINY = [
+    "-o", "teacher.pretrained=null",  # train a tiny teacher here rather than copy the committed one
     "-o", "teacher.total_timesteps=512", "-o", "teacher.n_envs=2", "-o", "teacher.n_steps=128", "-o", "teacher.batch_size=64",
     "-o", "teacher.checkpoint_every=256", "-o", "env.eval_kwargs={max_episode_steps: 150}",
     "-o", "dataset.train_frames=48", "-o", "dataset.heldout_frames=12", "-o", "dataset.max_per_episode=30",
@@ -19,7 +20,7 @@ TINY = [
 
 
 @pytest.mark.integration
-def test_breakout_pipeline_and_attack(tmp_path):
+def test_breakout_pipeline_and_attack(tmp_path, capsys):
     args = ["experiments/breakout.yaml", "-o", f"run_dir={tmp_path}", "-o", "name=bo", *TINY]
     assert main(["run", *args]) == 0
     run = tmp_path / "bo"
@@ -41,6 +42,8 @@ def test_breakout_pipeline_and_attack(tmp_path):
     rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
     assert {x["attack"] for x in rows} == {"fgsm", "critic", "random"}
     assert {x["agent"] for x in rows if x["attack"] == "random"} == {"plain", "digr"}
+    capsys.readouterr()
     assert main(["attack", *args, "--attacks", "random", "--agents", "student"]) == 2  # unknown agent: clear error
+    assert "unknown agent 'student'" in capsys.readouterr().err
     report = (run / "report.md").read_text()
     assert "## Robustness to observation attacks" in report and "## Saliency methods" in report

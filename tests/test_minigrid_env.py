@@ -83,16 +83,48 @@ def test_unknown_env_id_suggests_close_match():
         make_env("envs.nonexistent:Foo-v0")
 
 
+def _reference_mask(env) -> np.ndarray:
+    """Target mask computed from scratch (no cache) from MiniGrid's grid and the episode's target."""
+    from envs.minigrid import _fetch_is_target
+
+    base, t = env.unwrapped, 8
+    mask = np.zeros((base.height * t, base.width * t), dtype=bool)
+    for j in range(base.height):
+        for i in range(base.width):
+            if _fetch_is_target(base, base.grid.get(i, j)):
+                mask[j * t : (j + 1) * t, i * t : (i + 1) * t] = True
+    return mask
+
+
 @pytest.mark.parametrize("env_id", ["DIGR/FetchColorGreen-8x8-v0", "DIGR/FetchMission-5x5-N2-v0"])
 def test_cached_render_equals_minigrid_get_frame(env_id):
-    """The per-grid cached background plus the agent tile is byte-identical to MiniGrid's own full render."""
+    """The per-grid cached background plus the agent tile is byte-identical to MiniGrid's own full render, and the
+    cached target mask equals one computed from scratch — also on the frame after the pickup that ends an episode."""
     env = make_env(f"envs.minigrid:{env_id}")
-    obs, _ = env.reset(seed=3)
     base = env.unwrapped
     rng = np.random.default_rng(0)
-    for _ in range(400):
+    obs, info = env.reset(seed=3)
+    done, pickups = False, 0
+    for _ in range(600):
         reference = base.get_frame(highlight=False, tile_size=8, agent_pov=False).transpose(2, 0, 1)
         np.testing.assert_array_equal(obs["image"], reference)
-        obs, _, terminated, truncated, _ = env.step(int(rng.integers(4)))
-        if terminated or truncated:
-            obs, _ = env.reset()
+        np.testing.assert_array_equal(info["target_mask"], _reference_mask(env))
+        if done:  # the final frame of an episode was checked above; now start the next one
+            obs, info = env.reset()
+            done = False
+            continue
+        obs, _, terminated, truncated, info = env.step(int(rng.choice(4, p=[0.2, 0.2, 0.3, 0.3])))
+        pickups += terminated
+        done = terminated or truncated
+    assert pickups >= 3  # several pickups were rendered and checked
+
+
+def test_mission_target_mask_follows_the_episode_target_not_only_the_grid():
+    """Two mission episodes with the same grid but different targets (seeds 10 and 84) get different masks."""
+    env = make_env("envs.minigrid:DIGR/FetchMission-5x5-N2-v0")
+    _, first = env.reset(seed=10)
+    grid_10 = env.unwrapped.grid.encode()
+    _, second = env.reset(seed=84)
+    assert np.array_equal(env.unwrapped.grid.encode(), grid_10)  # same layout, same objects
+    np.testing.assert_array_equal(second["target_mask"], _reference_mask(env))
+    assert not np.array_equal(first["target_mask"], second["target_mask"])
