@@ -33,8 +33,8 @@ def plot_curve(curve_csv: Path, out_png: Path, title: str) -> None:
         ok = np.isfinite(y)
         if not ok.any():
             continue
-        k = max(1, int(ok.sum()) // 40)
-        ax.plot(steps[ok], np.convolve(y[ok], np.ones(k) / k, mode="same"), label=f"{label} (moving average of {k})")
+        k = max(1, int(ok.sum()) // 40)  # trailing moving average over k rollouts (no zero padding at the ends)
+        ax.plot(steps[ok][k - 1 :], np.convolve(y[ok], np.ones(k) / k, mode="valid"), label=f"{label} (moving average of {k})")
     ax.set_xlabel("environment steps")
     if has_success:
         ax.set_ylim(0, 1.05)
