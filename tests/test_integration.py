@@ -18,6 +18,7 @@ TINY = [
     "-o", "evaluate.episodes=3", "-o", "evaluate.latency_repeats=2", "-o", "evaluate.latency_batch=4", "-o", "evaluate.figure_frames=2",
     "-o", "saliency_bench.frames=6", "-o", "saliency_bench.n_samples=3", "-o", "saliency_bench.ig_steps=3", "-o", "saliency_bench.latency_repeats=1",
     "-o", "saliency_bench.latency_batch=4", "-o", "saliency_bench.deletion_steps=4", "-o", "saliency_bench.sanity_frames=3",
+    "-o", "saliency_bench.in_run=true",  # the main job keeps the bench out of `digr run`; this test covers it as a stage
 ]
 CONFIG = "experiments/minigrid_fetch.yaml"
 
