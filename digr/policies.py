@@ -20,7 +20,7 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
-from digr.checkpoint import CheckpointError, load_state_dict, save_state_dict
+from digr.checkpoint import CheckpointError, load_state_dict, save_state_dict, write_text_atomic
 from digr.nets import PolicyNet
 
 __all__ = ["SB3Teacher", "load_student", "save_student", "obs_to_tensors", "greedy_action"]
@@ -82,9 +82,7 @@ def save_student(student: PolicyNet, path: str | Path) -> None:
     """Save a student as ``path`` (safetensors weights) plus ``path.json`` (constructor spec). Atomic writes."""
     path = Path(path)
     save_state_dict(student.state_dict(), path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(student.spec, indent=2))
-    tmp.replace(path.with_suffix(".json"))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(student.spec, indent=2))
 
 
 def load_student(path: str | Path, device: str = "cpu") -> PolicyNet:
