@@ -223,10 +223,13 @@ def copy_pretrained_teacher(src_dir: str | Path, out_dir: str | Path, env_spaces
     if spec["spaces"] != env_spaces:
         raise CheckpointError(f"teacher.pretrained: {src} was trained on {spec['spaces']}, but the env gives {env_spaces}; "
                               "use the env it was trained on (see its provenance.json)")
-    saved = {"arch": "grid", "cell": 8, "features_dim": 256, "channels": list(DEFAULT_GRID_CHANNELS), **spec.get("policy_kwargs", {})}
+    fields = ("arch", "cell", "features_dim", "channels")
     if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy: the Nature-DQN CNN
-        saved["arch"] = "nature"
-    wanted = {"arch": cfg.arch, "cell": cfg.cell, "features_dim": cfg.features_dim, "channels": list(cfg.channels)}
+        saved = {**vars(TeacherConfig()), "arch": "nature", "features_dim": spec["policy_kwargs"]["features_dim"]}
+    else:  # the same reading of the spec as load_teacher (absent fields are TeacherConfig defaults)
+        saved = vars(TeacherConfig(**spec["policy_kwargs"]))
+    saved = {k: list(saved[k]) if k == "channels" else saved[k] for k in fields}
+    wanted = {k: list(getattr(cfg, k)) if k == "channels" else getattr(cfg, k) for k in fields}
     relevant = ("arch", "features_dim") if cfg.arch == "nature" else tuple(wanted)
     diff = {f"teacher.{k}": (wanted[k], saved[k]) for k in relevant if wanted[k] != saved[k]}
     if diff:
