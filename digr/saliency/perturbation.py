@@ -12,7 +12,8 @@ Gaussians rather than a blurred 5-pixel plus, centres sit at the middle of each 
 grid covers the image symmetrically, and the blur uses reflect padding like ``scipy.ndimage.gaussian_filter``.
 
 Cost: (H/d)·(W/d) + 1 forward passes per frame, no backward pass; all masks of many frames go through the network
-in chunks of ``internal_batch_size`` images.
+in equal passes of at most ``internal_batch_size`` images (on 2 CPU cores ~256 is fastest: larger passes
+fall out of cache and ran at half the rate, measured on MiniGrid and Breakout).
 """
 
 from __future__ import annotations
@@ -107,9 +108,11 @@ def perturbation_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor
             n = img.shape[0]
             pert = (img + (blr - img) * mk).reshape(n * m, c, h, w)
             s = side[sl].repeat_interleave(m, dim=0) if side is not None else None
+            # equal passes of at most internal_batch_size images: 289 Atari masks at 256 become 145 + 144, not 256 + 33
+            step = math.ceil(n * m / math.ceil(n * m / internal_batch_size))
             out = []
-            for j in range(0, n * m, internal_batch_size):
-                out.append(policy(pert[j : j + internal_batch_size], None if s is None else s[j : j + internal_batch_size]))
+            for j in range(0, n * m, step):
+                out.append(policy(pert[j : j + step], None if s is None else s[j : j + step]))
             logits = th.cat(out).view(n, m, -1)
             scores.append(0.5 * (logits - base[sl, None]).pow(2).sum(-1))
         grid = th.cat(scores).view(b, 1, gh, gw)
