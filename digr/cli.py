@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     bs.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     bs.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
     bs.add_argument("--repeats", type=int, default=20, help="timed repeats for the gradient map (perturbation: a quarter)")
+    bs.add_argument("--threads", default=None, help="comma-separated torch thread counts to time both maps at, e.g. 1,2 (default: torch's)")
     return p
 
 
@@ -67,19 +68,34 @@ def main(argv: list[str] | None = None) -> int:
 
             from digr.bench import bench_saliency
 
-            rows = bench_saliency(cfg, functools.partial(make_env, cfg.env.id, **cfg.env.kwargs),
-                                  tuple(int(b) for b in args.batch.split(",")), args.repeats)
+            import torch as th
+
+            try:
+                threads = [int(n) for n in args.threads.split(",")] if args.threads else [th.get_num_threads()]
+            except ValueError:
+                threads = [0]
+            if min(threads) < 1:
+                raise ConfigError(f"--threads must be positive thread counts, got {args.threads!r}")
+            rows, before = [], th.get_num_threads()
+            try:
+                for n in threads:  # both maps at the same thread count: the ratio compares like with like
+                    th.set_num_threads(n)
+                    rows += [{**r, "threads": n} for r in bench_saliency(cfg, functools.partial(make_env, cfg.env.id, **cfg.env.kwargs),
+                                                                       tuple(int(b) for b in args.batch.split(",")), args.repeats)]
+            finally:
+                th.set_num_threads(before)
             table = Table(title=f"saliency latency ({rows[0]['source']})")
-            for col in ("map", "batch", "ms / frame", "forward passes", "achieved fwd/s", "plain batched fwd/s"):
+            for col in ("threads", "map", "batch", "ms / frame", "forward passes", "achieved fwd/s", "plain batched fwd/s"):
                 table.add_column(col)
             for r in rows:
-                table.add_row(r["map"], str(r["batch"]), f"{r['ms_per_frame']:.3f}", r["passes"],
+                table.add_row(str(r["threads"]), r["map"], str(r["batch"]), f"{r['ms_per_frame']:.3f}", r["passes"],
                               f"{r.get('forward_passes_per_s', 0):.0f}" if "forward_passes_per_s" in r else "",
                               f"{r.get('plain_forward_passes_per_s', 0):.0f}" if "plain_forward_passes_per_s" in r else "")
             Console().print(table)
-            for b in sorted({r["batch"] for r in rows}):
-                g, q = [r["ms_per_frame"] for r in rows if r["batch"] == b]
-                print(f"batch {b}: perturbation / gradient = {q / g:.0f}x")
+            for n in threads:
+                for b in sorted({r["batch"] for r in rows}):
+                    g, q = [r["ms_per_frame"] for r in rows if r["batch"] == b and r["threads"] == n]
+                    print(f"{n} thread(s), batch {b}: perturbation / gradient = {q / g:.0f}x")
             return 0
         from digr.pipeline import Pipeline
 

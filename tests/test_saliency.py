@@ -4,7 +4,8 @@ import pytest
 import torch as th
 from torch import nn
 
-from digr.saliency import gaussian_blur, gaussian_masks, gradient_saliency, input_gradient, perturbation_saliency
+from digr.policies import greedy_action
+from digr.saliency import act_and_explain, gaussian_blur, gaussian_masks, gradient_saliency, input_gradient, perturbation_saliency
 
 
 class LinearPolicy(nn.Module):
@@ -29,6 +30,21 @@ def test_linear_policy_logit_gradient_equals_weights():
     assert th.allclose(g, expected, atol=1e-6)
     sal = gradient_saliency(pol, x, a, target="logit")
     assert th.allclose(sal, expected.abs().amax(1), atol=1e-6)
+
+
+def test_act_and_explain_is_greedy_action_and_its_gradient_map_in_one_pass():
+    th.manual_seed(0)
+    pol = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    wrapped = lambda x, side=None: pol(x)  # noqa: E731
+    x = th.rand(6, 3, 8, 8)
+    calls = []
+    pol.register_forward_hook(lambda *_: calls.append(1))
+    action, sal = act_and_explain(wrapped, x)
+    assert len(calls) == 1  # the acting forward pass is the only one
+    expected_action = greedy_action(wrapped, x)
+    assert th.equal(action, expected_action) and len(set(action.tolist())) > 1
+    assert th.allclose(sal, gradient_saliency(wrapped, x, expected_action), atol=1e-7)
+    assert all(p.grad is None for p in pol.parameters())
 
 
 def test_gradient_matches_captum_saliency():

@@ -20,14 +20,14 @@ occlusion              constant-patch occlusion, batched                        
 """
 
 from digr.saliency.base import REDUCTIONS, Cost, SaliencyMethod, reduce_channels
-from digr.saliency.gradient import (TARGETS, GradientXInput, VanillaGradient, batched_input_gradient, gradient_saliency, input_gradient,
+from digr.saliency.gradient import (TARGETS, GradientXInput, VanillaGradient, act_and_explain, batched_input_gradient, gradient_saliency, input_gradient,
                                     target_score)
 from digr.saliency.integrated_gradients import IntegratedGradients
 from digr.saliency.occlusion import Occlusion
 from digr.saliency.perturbation import PerturbationSaliency, gaussian_blur, gaussian_masks, perturbation_saliency
 from digr.saliency.smoothing import AdaptGrad, Mollified, Smoothed, SmoothGrad, SmoothGradSq, VarGrad, adaptive_sigma, sample_kernel
 
-__all__ = ["TARGETS", "REDUCTIONS", "Cost", "SaliencyMethod", "reduce_channels", "gradient_saliency", "input_gradient", "batched_input_gradient",
+__all__ = ["TARGETS", "REDUCTIONS", "Cost", "SaliencyMethod", "reduce_channels", "gradient_saliency", "act_and_explain", "input_gradient", "batched_input_gradient",
            "target_score", "gaussian_blur", "gaussian_masks", "perturbation_saliency", "VanillaGradient", "GradientXInput",
            "IntegratedGradients", "Smoothed", "SmoothGrad", "SmoothGradSq", "VarGrad", "AdaptGrad", "Mollified", "Occlusion",
            "PerturbationSaliency", "adaptive_sigma", "sample_kernel", "METHODS", "make_method"]

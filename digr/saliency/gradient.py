@@ -16,7 +16,7 @@ from torch import nn
 
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 
-__all__ = ["TARGETS", "target_score", "input_gradient", "batched_input_gradient", "gradient_saliency", "VanillaGradient",
+__all__ = ["TARGETS", "target_score", "input_gradient", "act_and_explain", "batched_input_gradient", "gradient_saliency", "VanillaGradient",
            "GradientXInput"]
 
 TARGETS = ("log_prob", "sum_log_prob", "logit")
@@ -64,6 +64,26 @@ def gradient_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor, si
     One forward and one backward pass for the whole batch. See :func:`input_gradient` for arguments.
     """
     return input_gradient(policy, image, action, side, target).abs().amax(dim=1)
+
+
+def act_and_explain(policy: nn.Module, image: th.Tensor, side: th.Tensor | None = None,
+                    target: str = "log_prob") -> tuple[th.Tensor, th.Tensor]:
+    """Greedy action and its gradient saliency map from ONE forward and ONE backward pass (DIGR's deployment path).
+
+    A deployed agent runs the forward pass anyway to choose its action; the map then costs one backward pass on top.
+    Equals ``gradient_saliency(policy, image, greedy_action(policy, image, side), side, target)`` without the second
+    forward pass.
+
+    :param image: float ``[B, C, H, W]`` in [0, 1]; not modified. :param side: float ``[B, K]`` or None.
+    :returns: ``(action int64 [B], saliency float [B, H, W] >= 0)``, the map being max_c |∂g/∂x| for g at the action.
+    :raises ValueError: unknown ``target``.
+    """
+    x = image.detach().requires_grad_(True)
+    with th.enable_grad():
+        logits = policy(x, side)
+        action = logits.detach().argmax(dim=1)
+        (grad,) = th.autograd.grad(target_score(logits, action, target).sum(), x)
+    return action, grad.abs().amax(dim=1)
 
 
 def batched_input_gradient(policy: nn.Module, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
