@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 from digr.masks import normalize_per_frame  # noqa: E402
 
-__all__ = ["plot_curve", "plot_saliency_grid", "plot_distill_history", "write_report", "refresh_report", "SECTION_FILES"]
+__all__ = ["plot_curve", "plot_saliency_grid", "plot_distill_history", "write_report", "refresh_report", "SECTION_FILES", "distinct_episodes"]
 
 
 def plot_curve(curve_csv: Path, out_png: Path, title: str) -> None:
@@ -105,6 +105,12 @@ def _fmt(m: dict | None, digits: int = 3) -> str:
     return f"{m['mean']:.{digits}f} ± {ci:.{digits}f}" if ci is not None and np.isfinite(ci) else f"{m['mean']:.{digits}f}"
 
 
+def distinct_episodes(rollout: dict) -> int:
+    """Number of different (return, length) pairs among a rollout summary's episodes (see
+    :func:`digr.evaluate.summarize_episodes`): how many different games a deterministic agent actually played."""
+    return len(set(zip(rollout["returns"], rollout["lengths"])))
+
+
 SECTION_FILES = ("saliency_bench/section.md", "attack/section.md")
 
 
@@ -116,10 +122,12 @@ def write_report(run_path: Path, metrics: dict, cfg_dict: dict) -> Path:
              f"Environment `{cfg_dict['env']['id']}`; teacher: SB3 PPO, {t.get('num_timesteps', '?')} environment steps; "
              f"seed {cfg_dict['seed']}. Method: our reconstruction of Xing et al. 2022 (arXiv 2205.08685); see README.", ""]
     lines += ["## Returns", "", f"{metrics['eval_episodes']} episodes per agent, seeds {metrics['eval_seed']}…, greedy actions. "
-              "± = 95 % confidence half-width.", "",
-              "| agent | λ | mask | success rate | return | mean length | success / teacher (return / teacher without success) "
+              "± = 95 % confidence half-width, treating episodes as independent. *Distinct* counts different (return, length) "
+              "pairs: a greedy agent in a deterministic env replays the same game from equivalent starts (Atari no-op starts), "
+              "and where distinct ≪ episodes the ± is optimistic.", "",
+              "| agent | λ | mask | success rate | return | mean length | distinct episodes | success / teacher (return / teacher without success) "
               "| action agreement with teacher (held-out) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|"]
     ts = t["rollout"]["success_rate"]
     key = "success_rate" if ts == ts else "return_mean"  # NaN success: envs scored by return (Atari)
     tv = t["rollout"][key]
@@ -129,7 +137,7 @@ def write_report(run_path: Path, metrics: dict, cfg_dict: dict) -> Path:
         ratio = f"{r[key] / tv:.3f}" if tv > 0 else "–"
         agree = f"{a['action_agreement']:.3f}" if "action_agreement" in a else "–"
         return (f"| {name} | {lam} | {mask} | {r['success_rate']:.3f} ± {r['success_ci95']:.3f} | {r['return_mean']:.3f} ± "
-                f"{r['return_ci95']:.3f} | {r['mean_length']:.1f} | {ratio} | {agree} |")
+                f"{r['return_ci95']:.3f} | {r['mean_length']:.1f} | {distinct_episodes(r)} / {r['episodes']} | {ratio} | {agree} |")
 
     lines.append(row("teacher", t))
     for name, s in metrics["students"].items():

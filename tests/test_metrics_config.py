@@ -69,3 +69,11 @@ def test_corrupt_checkpoints_raise_clear_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"\x80\x04garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_training_state(tmp_path / "bad.pt")
+
+
+def test_distinct_episodes_counts_different_games():
+    from digr.evaluate import summarize_episodes
+    from digr.report import distinct_episodes
+
+    same_start = summarize_episodes([21.0, 21.0, 33.0, 21.0], [float("nan")] * 4, [663, 663, 915, 700])
+    assert distinct_episodes(same_start) == 3  # (21, 663) twice is one game; same score, other length is another
