@@ -65,9 +65,17 @@ def latency_rows(teacher, student, image: th.Tensor, side: th.Tensor | None, p: 
     return rows
 
 
-def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int = 20) -> list[dict]:
+def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int = 20, threads: tuple[int, ...] | None = None) -> list[dict]:
     """Time both maps at each batch size with the run's trained teacher and student when the run folder has them (else
-    untrained networks of the configured architecture); rows of :func:`latency_rows` plus ``"source"``."""
+    untrained networks of the configured architecture); rows of :func:`latency_rows` plus ``"source"`` and ``"threads"``.
+
+    :param threads: torch thread counts to time both maps at (the same count for both, so each ratio compares like with
+        like); None = the current count. The previous count is restored afterwards.
+    :raises ValueError: a thread count below 1.
+    """
+    threads = tuple(threads) if threads else (th.get_num_threads(),)
+    if min(threads) < 1:
+        raise ValueError(f"thread counts must be >= 1, got {threads}")
     image, side = _frames(env_fn, max(batches), cfg.seed)
     c, h, w = image.shape[1:]
     n_actions = env_fn().action_space.n
@@ -84,4 +92,11 @@ def bench_saliency(cfg: ExperimentConfig, env_fn, batches=(1, 32), repeats: int 
     spath = cfg.run_path / "students" / f"{names[-1]}.safetensors" if names else None
     student = load_student(spath) if spath is not None and spath.is_file() else PolicyNet(
         (c, h, w), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim, arch=t.arch, channels=t.channels).eval()
-    return [{**r, "source": source} for r in latency_rows(teacher, student, image, side, cfg.perturbation, batches, repeats)]
+    rows, before = [], th.get_num_threads()
+    try:
+        for n in threads:
+            th.set_num_threads(n)
+            rows += [{**r, "source": source, "threads": n} for r in latency_rows(teacher, student, image, side, cfg.perturbation, batches, repeats)]
+    finally:
+        th.set_num_threads(before)
+    return rows

@@ -68,22 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
             from digr.bench import bench_saliency
 
-            import torch as th
-
             try:
-                threads = [int(n) for n in args.threads.split(",")] if args.threads else [th.get_num_threads()]
+                threads = tuple(int(n) for n in args.threads.split(",")) if args.threads else None
             except ValueError:
-                threads = [0]
-            if min(threads) < 1:
-                raise ConfigError(f"--threads must be positive thread counts, got {args.threads!r}")
-            rows, before = [], th.get_num_threads()
-            try:
-                for n in threads:  # both maps at the same thread count: the ratio compares like with like
-                    th.set_num_threads(n)
-                    rows += [{**r, "threads": n} for r in bench_saliency(cfg, functools.partial(make_env, cfg.env.id, **cfg.env.kwargs),
-                                                                       tuple(int(b) for b in args.batch.split(",")), args.repeats)]
-            finally:
-                th.set_num_threads(before)
+                threads = (0,)
+            if threads and min(threads) < 1:
+                raise ConfigError(f"--threads must be comma-separated positive thread counts, got {args.threads!r}")
+            rows = bench_saliency(cfg, functools.partial(make_env, cfg.env.id, **cfg.env.kwargs),
+                                  tuple(int(b) for b in args.batch.split(",")), args.repeats, threads)
             table = Table(title=f"saliency latency ({rows[0]['source']})")
             for col in ("threads", "map", "batch", "ms / frame", "forward passes", "achieved fwd/s", "plain batched fwd/s"):
                 table.add_column(col)
@@ -92,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{r.get('forward_passes_per_s', 0):.0f}" if "forward_passes_per_s" in r else "",
                               f"{r.get('plain_forward_passes_per_s', 0):.0f}" if "plain_forward_passes_per_s" in r else "")
             Console().print(table)
-            for n in threads:
+            for n in dict.fromkeys(r["threads"] for r in rows):
                 for b in sorted({r["batch"] for r in rows}):
                     g, q = [r["ms_per_frame"] for r in rows if r["batch"] == b and r["threads"] == n]
                     print(f"{n} thread(s), batch {b}: perturbation / gradient = {q / g:.0f}x")

@@ -121,3 +121,18 @@ def test_teacher_budget_stops_and_resumes(tmp_path):
     again = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=reuse", *TINY, "-o", f"teacher.pretrained={run / 'teacher'}"]
     assert main(["teacher", *again]) == 0
     assert (tmp_path / "reuse" / "teacher" / "provenance.json").is_file() and not (tmp_path / "reuse" / "teacher" / "checkpoint").exists()
+
+
+def test_latency_bench_times_both_maps_at_each_thread_count(tmp_path, capsys):
+    import torch as th
+
+    before = th.get_num_threads()
+    args = ["bench", "saliency", CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=untrained", "--batch", "1,2", "--repeats", "2"]
+    assert main([*args, "--threads", "1,2"]) == 0
+    out = capsys.readouterr().out
+    for n in (1, 2):
+        for b in (1, 2):
+            assert f"{n} thread(s), batch {b}: perturbation / gradient" in out
+    assert th.get_num_threads() == before
+    assert main([*args, "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
