@@ -8,6 +8,7 @@ already saved.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -16,11 +17,26 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-__all__ = ["CheckpointError", "write_text_atomic", "save_state_dict", "load_state_dict", "save_module", "load_module", "save_training_state", "load_training_state"]
+__all__ = ["CheckpointError", "sha256_file", "write_text_atomic", "save_state_dict", "load_state_dict", "save_module", "load_module", "save_training_state", "load_training_state"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model; the message says which file and what to do."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes as 64 lowercase hex characters, read in 1 MiB blocks (weights fingerprints).
+
+    :raises CheckpointError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; run the stage that produces it (see `digr --help`)")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -8,6 +8,7 @@ input gradient for its own greedy action; the teacher's reference saliency is it
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from collections.abc import Callable
@@ -20,24 +21,27 @@ from torch import nn
 from digr.metrics import mass_inside, nanmean_ci, pointing_game, spearman, topk_iou
 from digr.policies import greedy_action, obs_to_tensors
 
-__all__ = ["rollout_returns", "summarize_episodes", "map_quality", "time_per_map", "batched"]
+__all__ = ["rollout_returns", "summarize_episodes", "TrajectoryHash", "map_quality", "time_per_map", "batched"]
 
 
 def rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, episodes: int, seed: int, deterministic: bool = True,
                     progress: Callable[[int], None] | None = None) -> dict:
     """Run ``episodes`` full episodes (seeds ``seed + i``) and summarise them.
 
-    :returns: ``{"returns": [...], "successes": [...], "lengths": [...], "return_mean", "return_std", "return_ci95",
-        "success_rate", "success_ci95", "episodes"}``; CIs are normal-approximation 95 % half-widths. Success comes from
+    :returns: ``{"returns": [...], "successes": [...], "lengths": [...], "trajectory_ids": [...], "return_mean",
+        "return_std", "return_ci95", "success_rate", "success_ci95", "episodes"}``; CIs are normal-approximation 95 %
+        half-widths; ``trajectory_ids`` fingerprint each episode's observations (:class:`TrajectoryHash`). Success comes from
         ``info["is_success"]`` at the episode's end; envs without it (Atari: the score is the metric) give NaN.
     """
     env = env_fn()
     gen = th.Generator().manual_seed(seed)
-    returns, successes, lengths = [], [], []
+    returns, successes, lengths, ids = [], [], [], []
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i)
         done, total, n = False, 0.0, 0
+        trajectory = TrajectoryHash()
         while not done:
+            trajectory.update(obs)
             image, side = obs_to_tensors(obs)
             with th.no_grad():
                 logits = policy(image, side)
@@ -49,24 +53,53 @@ def rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, episodes: 
         returns.append(total)
         successes.append(float(info["is_success"]) if "is_success" in info else float("nan"))
         lengths.append(n)
+        ids.append(trajectory.hexdigest())
         if progress:
             progress(i + 1)
     env.close()
-    return summarize_episodes(returns, successes, lengths)
+    return summarize_episodes(returns, successes, lengths, ids)
 
 
-def summarize_episodes(returns: list[float], successes: list[float], lengths: list[int]) -> dict:
+class TrajectoryHash:
+    """Running fingerprint of the observations of one episode, to count how many *different* games were played.
+
+    ``update(obs)`` adds one observation (a dict of numpy arrays, e.g. ``{"image": uint8 [C, H, W], "side": float [K]}``,
+    or an array), keys in sorted order, dtype and shape included; ``hexdigest()`` gives 16 hex characters (BLAKE2b,
+    8 bytes). Two episodes get the same id exactly when (up to a 2⁻⁶⁴ collision) they showed the agent the same
+    sequence of observations, so a greedy agent replaying one game from equivalent starts (Atari no-op starts) is
+    counted once, while different layouts with equal return and length (MiniGrid) are counted apart.
+    """
+
+    def __init__(self):
+        self._h = hashlib.blake2b(digest_size=8)
+
+    def update(self, obs) -> None:
+        items = sorted(obs.items()) if isinstance(obs, dict) else [("", obs)]
+        for key, value in items:
+            a = np.ascontiguousarray(value)
+            self._h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+            self._h.update(a.tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def summarize_episodes(returns: list[float], successes: list[float], lengths: list[int],
+                       trajectory_ids: list[str] | None = None) -> dict:
     """Summary of finished episodes (one entry per episode; success NaN where the env reports none).
 
+    :param trajectory_ids: per-episode :class:`TrajectoryHash` digests, kept as ``"trajectory_ids"`` if given.
     :returns: ``{"episodes", "return_mean", "return_std", "return_ci95", "success_rate", "success_ci95", "mean_length",
-        "returns", "successes", "lengths"}``; CIs are normal-approximation 95 % half-widths, NaN success is skipped.
+        "returns", "successes", "lengths"}`` (+ ``"trajectory_ids"``); CIs are normal-approximation 95 % half-widths,
+        NaN success is skipped.
     """
     r, s = np.asarray(returns, dtype=np.float64), np.asarray(successes, dtype=np.float64)
     _, r_ci, _ = nanmean_ci(r)
     s_mean, s_ci, _ = nanmean_ci(s)
     return {"episodes": len(r), "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
             "return_ci95": r_ci, "success_rate": s_mean, "success_ci95": s_ci,
-            "mean_length": float(np.mean(lengths)), "returns": returns, "successes": successes, "lengths": lengths}
+            "mean_length": float(np.mean(lengths)), "returns": returns, "successes": successes, "lengths": lengths,
+            **({} if trajectory_ids is None else {"trajectory_ids": list(trajectory_ids)})}
 
 
 def map_quality(maps: th.Tensor, reference: th.Tensor | None, target_mask: np.ndarray | None, top_percent: float = 10.0) -> dict:

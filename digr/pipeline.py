@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from digr import __version__
-from digr.checkpoint import write_text_atomic
+from digr.checkpoint import sha256_file, write_text_atomic
 from digr.config import ExperimentConfig, StageError, config_to_dict, validate_attack_agents
 from digr.dataset import collect_states, load_dataset, save_dataset
 from digr.distill import DistillData, train_student
@@ -77,6 +77,19 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, array)
     tmp.replace(path)
+
+
+def _read_attack_rows(path: Path) -> list[dict]:
+    """Rows of an earlier ``attack/results.json`` or ``partial.json``; [] if absent.
+
+    :raises StageError: the file exists but is not valid JSON (it is left in place).
+    """
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("rows", []))
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise StageError(f"{path} is corrupt ({e}); move it away to start a new attack table") from e
 
 
 def _progress() -> Progress:
@@ -205,6 +218,15 @@ class Pipeline:
     def load_teacher(self):
         """The trained teacher (:class:`digr.policies.SB3Teacher`)."""
         return load_teacher(self.path / "teacher" / "teacher.safetensors", self.device)
+
+    def _weights_sha256(self) -> dict[str, str]:
+        """SHA-256 of the teacher's and each student's safetensors: ``{"teacher": hex, <student name>: hex, ...}``.
+
+        :raises CheckpointError: a checkpoint is missing.
+        """
+        files = {"teacher": self.path / "teacher" / "teacher.safetensors",
+                 **{s.name: self.path / "students" / f"{s.name}.safetensors" for s in self.cfg.distill.students}}
+        return {name: sha256_file(path) for name, path in files.items()}
 
     def load_students(self) -> dict:
         """Every configured student, by name (:class:`digr.nets.PolicyNet`, eval mode).
@@ -431,11 +453,17 @@ class Pipeline:
         """Closed- and open-loop robustness of the teacher and every student under ℓ∞ observation attacks
         (:mod:`digr.robustness`); writes ``attack/`` (results.json, table.md, return_vs_eps.png) and a report section.
 
-        Arguments override the config's ``attack`` section. Returns the table's path.
-        :raises StageError: the students are not trained yet.
+        Arguments override the config's ``attack`` section. Returns the table's path. Each row records its protocol
+        (episodes, open-loop frames, seed, n_parallel, batch_size, SHA-256 of the agent's weights). Every finished cell
+        is written to ``attack/partial.json`` at once, and cells of earlier calls (``results.json`` or an interrupted
+        call's ``partial.json``) with the same protocol are reused instead of evaluated again and stay in the table.
+        If any earlier cell has another protocol (e.g. a retrained student), the old ``results.json`` is kept as
+        ``results.superseded-<time>.json`` and its stale cells leave the table.
+        :raises StageError: the students are not trained yet, or an earlier results file is corrupt.
         :raises ConfigError: ``agents`` names an agent that is neither ``teacher`` nor a student.
         """
         from digr.report import refresh_report
+        from digr.attacks import parse_eps
         from digr.robustness import plot_return_vs_eps, robustness_sweep, robustness_table
 
         cfg, a = self.cfg, self.cfg.attack
@@ -452,37 +480,51 @@ class Pipeline:
         n = min(a.open_loop_frames, len(held))
         image = th.as_tensor(held.images[:n], device=self.device).float() / 255.0
         side = None if held.side is None else th.as_tensor(held.side[:n], device=self.device)
+        out = self.path / "attack"
+        out.mkdir(parents=True, exist_ok=True)
+        weights = self._weights_sha256()
+        protocol = {name: {"episodes": episodes, "open_loop_frames": n, "seed": cfg.evaluate.seed, "n_parallel": a.n_parallel,
+                           "batch_size": a.batch_size, "weights_sha256": sha} for name, sha in weights.items()}
+        previous, partial = out / "results.json", out / "partial.json"
+        old = _read_attack_rows(previous)
+        same = lambda r: r.get("agent") in protocol and r.get("protocol") == protocol[r["agent"]]  # noqa: E731
+        reusable = [r for r in old + _read_attack_rows(partial) if same(r)]
+        finished: list[dict] = []
+
+        def save(row: dict) -> None:  # every finished cell reaches disk at once: an interrupted sweep resumes from it
+            row["protocol"] = protocol[row["agent"]]
+            finished.append(row)
+            write_text_atomic(partial, json.dumps({"rows": finished}, indent=1, allow_nan=False))
+
+        wanted = {(name, atk, parse_eps(e)) for name in agents for atk in attacks for e in eps}
+        n_reused = sum((r["agent"], r["attack"], r["eps"]) in wanted for r in reusable)
         t0 = time.perf_counter()
-        console.log(f"attack: {list(agents)} × {attacks} × ε {eps}: {episodes} episodes each (closed loop) + {n} held-out states (open loop)")
+        console.log(f"attack: {list(agents)} × {attacks} × ε {eps}: {episodes} episodes each (closed loop) + {n} held-out states (open loop)"
+                    + (f"; {n_reused} of these cells were done earlier with the same weights and protocol and are reused" if n_reused else ""))
         with _progress() as prog:
             task = prog.add_task("attack", total=None)
             rows = robustness_sweep(agents, attacks, eps, env_fn=self.eval_env_fn, episodes=episodes, seed=cfg.evaluate.seed, image=image,
-                                    side=side, batch_size=a.batch_size, n_parallel=a.n_parallel,
+                                    side=side, batch_size=a.batch_size, n_parallel=a.n_parallel, done=reusable, on_row=save,
                                     progress=lambda k, total, label: prog.update(task, completed=k, total=total, description=f"attack: {label}"))
-        out = self.path / "attack"
-        out.mkdir(parents=True, exist_ok=True)
-        previous = out / "results.json"
-        if previous.is_file():  # keep the cells of earlier calls made with the same protocol (another attack list or ε)
-            try:
-                old = json.loads(previous.read_text())
-            except json.JSONDecodeError as e:
-                raise StageError(f"{previous} is corrupt ({e}); move it away to start a new attack table") from e
-            if (old.get("episodes"), old.get("open_loop_frames"), old.get("seed")) != (episodes, n, cfg.evaluate.seed):
-                # another protocol: its cells cannot share a table, but hours of attacks are not thrown away either
-                kept = out / f"results.{old.get('episodes')}ep-{old.get('open_loop_frames')}frames-seed{old.get('seed')}.json"
-                os.replace(previous, kept)
-                console.log(f"attack: earlier results used another protocol; kept as {kept}")
-            else:
-                new_keys = {(r["agent"], r["attack"], r["eps"]) for r in rows}
-                rows = [r for r in old["rows"] if (r["agent"], r["attack"], r["eps"]) not in new_keys] + rows
-                attacks = list(dict.fromkeys(old["attacks"] + list(attacks)))
-                eps = list(dict.fromkeys(old["eps"] + [str(e) for e in eps]))
-                order = ["teacher", *students]
-                rows.sort(key=lambda r: (order.index(r["agent"]) if r["agent"] in order else len(order),
-                                         attacks.index(r["attack"]) if r["attack"] in attacks else len(attacks), r["eps"]))
+        new_keys = {(r["agent"], r["attack"], r["eps"]) for r in rows}
+        kept = [r for r in old if same(r) and (r["agent"], r["attack"], r["eps"]) not in new_keys]
+        if any(not same(r) for r in old):
+            # cells of other weights (retrained agents) or another protocol cannot share this table, but they are not lost
+            aside = out / f"results.superseded-{time.strftime('%Y%m%dT%H%M%S')}.json"
+            os.replace(previous, aside)
+            console.log(f"attack: earlier cells made with other weights or another protocol were set aside in {aside}")
+        if kept:
+            attacks = list(dict.fromkeys([r["attack"] for r in kept] + list(attacks)))
+            eps = list(dict.fromkeys([r["eps_label"] for r in kept] + [str(e) for e in eps]))
+            rows = kept + rows
+            order = ["teacher", *students]
+            rows.sort(key=lambda r: (order.index(r["agent"]) if r["agent"] in order else len(order),
+                                     attacks.index(r["attack"]) if r["attack"] in attacks else len(attacks), r["eps"]))
         result = {"attacks": list(attacks), "eps": [str(e) for e in eps], "episodes": episodes, "open_loop_frames": n,
-                  "seed": cfg.evaluate.seed, "elapsed_s": round(time.perf_counter() - t0, 1), "rows": rows}
-        write_text_atomic(out / "results.json", json.dumps(result, indent=2, allow_nan=False))
+                  "seed": cfg.evaluate.seed, "n_parallel": a.n_parallel, "batch_size": a.batch_size,
+                  "weights_sha256": weights, "elapsed_s": round(time.perf_counter() - t0, 1), "rows": rows}
+        write_text_atomic(previous, json.dumps(result, indent=2, allow_nan=False))
+        partial.unlink(missing_ok=True)
         table = robustness_table(rows)
         write_text_atomic(out / "table.md", table + "\n")
         plot_return_vs_eps(rows, out / "return_vs_eps.png")

@@ -106,8 +106,15 @@ def _fmt(m: dict | None, digits: int = 3) -> str:
 
 
 def distinct_episodes(rollout: dict) -> int:
-    """Number of different (return, length) pairs among a rollout summary's episodes (see
-    :func:`digr.evaluate.summarize_episodes`): how many different games a deterministic agent actually played."""
+    """How many different games an agent actually played among a rollout summary's episodes
+    (:func:`digr.evaluate.summarize_episodes`): the number of different ``trajectory_ids`` (fingerprints of the
+    observation sequences, :class:`digr.evaluate.TrajectoryHash`); for summaries written before those were recorded,
+    the number of different (return, length) pairs, a lower bound (different games can share return and length).
+
+    :raises KeyError: the summary has neither ``trajectory_ids`` nor ``returns`` and ``lengths``.
+    """
+    if rollout.get("trajectory_ids"):
+        return len(set(rollout["trajectory_ids"]))
     return len(set(zip(rollout["returns"], rollout["lengths"])))
 
 
@@ -122,9 +129,9 @@ def write_report(run_path: Path, metrics: dict, cfg_dict: dict) -> Path:
              f"Environment `{cfg_dict['env']['id']}`; teacher: SB3 PPO, {t.get('num_timesteps', '?')} environment steps; "
              f"seed {cfg_dict['seed']}. Method: our reconstruction of Xing et al. 2022 (arXiv 2205.08685); see README.", ""]
     lines += ["## Returns", "", f"{metrics['eval_episodes']} episodes per agent, seeds {metrics['eval_seed']}…, greedy actions. "
-              "± = 95 % confidence half-width, treating episodes as independent. *Distinct* counts different (return, length) "
-              "pairs: a greedy agent in a deterministic env replays the same game from equivalent starts (Atari no-op starts), "
-              "and where distinct ≪ episodes the ± is optimistic.", "",
+              "± = 95 % confidence half-width, treating episodes as independent. *Distinct* counts episodes that showed the agent "
+              "different observation sequences: a greedy agent in a deterministic env replays the same game from equivalent "
+              "starts (Atari no-op starts), and where distinct ≪ episodes the ± is optimistic.", "",
               "| agent | λ | mask | success rate | return | mean length | distinct episodes | success / teacher (return / teacher without success) "
               "| action agreement with teacher (held-out) |",
               "|---|---|---|---|---|---|---|---|---|"]

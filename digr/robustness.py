@@ -28,7 +28,7 @@ from torch import nn
 
 from digr.attacks import Attack, action_divergence, eps_to_255, format_eps, greedy_actions, is_gaussian, make_attack, parse_eps
 from digr.metrics import nanmean_ci
-from digr.evaluate import summarize_episodes
+from digr.evaluate import TrajectoryHash, summarize_episodes
 from digr.policies import obs_to_tensors
 
 __all__ = ["attacked_rollout_returns", "open_loop_attack", "robustness_sweep", "robustness_table", "plot_return_vs_eps"]
@@ -87,7 +87,8 @@ def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, a
     :param progress: called with the number of finished episodes.
     :param n_parallel: environments stepped together (≥ 1).
     :returns: the keys of :func:`digr.evaluate.rollout_returns` (``episodes``, ``return_mean``, ``return_std``,
-        ``return_ci95``, ``success_rate``, ``success_ci95``, ``mean_length``, ``returns``, ``successes``, ``lengths``)
+        ``return_ci95``, ``success_rate``, ``success_ci95``, ``mean_length``, ``returns``, ``successes``, ``lengths``,
+        ``trajectory_ids``: fingerprints of the clean observations each episode showed)
         plus ``flip_rate`` (mean over episodes of the fraction of steps whose greedy action on s' differs from the one
         on the clean s, in [0, 1]; ``None`` for Gaussian policies), ``flip_rate_ci95``, ``flip_rates`` (per episode),
         ``action_shift`` (mean ℓ2 norm of μ(s') − μ(s), Gaussian only, else ``None``) and ``attack``
@@ -100,17 +101,21 @@ def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, a
     gaussian = is_gaussian(policy)
     envs = [env_fn() for _ in range(min(episodes, n_parallel))]
     returns, successes, lengths, flips, shifts = [0.0] * episodes, [float("nan")] * episodes, [0] * episodes, [0.0] * episodes, [0.0] * episodes
+    ids = [""] * episodes
     finished = 0
     try:
         for first in range(0, episodes, len(envs)):
             wave = list(range(first, min(episodes, first + len(envs))))
             gen = th.Generator().manual_seed(seed + first)
             obs = {i: envs[k].reset(seed=seed + i)[0] for k, i in enumerate(wave)}
+            trajectory = {i: TrajectoryHash() for i in wave}
             env_of = {i: envs[k] for k, i in enumerate(wave)}
             n_flips = dict.fromkeys(wave, 0)
             shift = dict.fromkeys(wave, 0.0)
             running = list(wave)
             while running:
+                for i in running:
+                    trajectory[i].update(obs[i])
                 image, side = _stack_obs([obs[i] for i in running], device)
                 with th.no_grad():
                     clean = policy(image, side)
@@ -137,6 +142,7 @@ def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, a
                     if terminated or truncated:
                         successes[i] = float(info["is_success"]) if "is_success" in info else float("nan")  # Atari: score only
                         flips[i], shifts[i] = n_flips[i] / lengths[i], shift[i] / lengths[i]
+                        ids[i] = trajectory[i].hexdigest()
                         finished += 1
                         if progress:
                             progress(finished)
@@ -147,7 +153,7 @@ def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: nn.Module, a
     finally:
         for env in envs:
             env.close()
-    out = summarize_episodes(returns, successes, lengths)
+    out = summarize_episodes(returns, successes, lengths, ids)
     for key in ("return_ci95", "success_rate", "success_ci95"):  # JSON-safe: NaN → None
         out[key] = _f(out[key])
     out["successes"] = [_f(x) for x in successes]
@@ -205,7 +211,8 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
                      env_fn: Callable[[], gym.Env] | None = None, episodes: int = 20, seed: int = 0,
                      image: th.Tensor | None = None, side: th.Tensor | None = None, batch_size: int = 256,
                      attack_kwargs: Mapping[str, Mapping] | None = None,
-                     progress: Callable[[int, int, str], None] | None = None, n_parallel: int = 32) -> list[dict]:
+                     progress: Callable[[int, int, str], None] | None = None, n_parallel: int = 32,
+                     done: Sequence[dict] = (), on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Evaluate every agent under every attack and budget, closed loop (if ``env_fn``) and open loop (if ``image``).
 
     :param agents: name → policy. :param attacks: names for :func:`digr.attacks.make_attack` (e.g. ``["random",
@@ -215,6 +222,10 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
     :param attack_kwargs: attack name → extra keyword arguments for ``make_attack`` (``steps``, ``quantize``, ...).
     :param progress: called as ``progress(done, total, label)`` after each (agent, attack, ε) cell.
     :param n_parallel: closed-loop episodes stepped in lockstep (see :func:`attacked_rollout_returns`).
+    :param done: rows finished earlier under the same protocol (same agents' weights, episodes, seed, states): a cell
+        whose ``(agent, attack, eps)`` and ``attack_config`` match one of them is taken from it, not evaluated again
+        (how an interrupted sweep resumes; the caller is responsible for the protocol being the same).
+    :param on_row: called with each row as soon as it is finished (evaluated or taken from ``done``), e.g. to save it.
     :returns: a list of JSON-safe rows ``{"agent", "attack", "eps", "eps_255", "eps_label", "attack_config",
         "closed_loop": dict | None, "open_loop": dict | None, "skipped": str | None}``. ε = 0 is evaluated once per
         agent (every attack is the identity there) and shared by all its attacks' rows. The critic attack on an agent
@@ -227,8 +238,9 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
     attack_kwargs = dict(attack_kwargs or {})
     for name in attacks:  # fail on bad names/options before any evaluation
         make_attack(name, 0.0, **attack_kwargs.get(name, {}))
+    finished = {(r["agent"], r["attack"], r["eps"]): r for r in done}
     rows, clean_cache = [], {}
-    total, done = len(agents) * len(attacks) * len(eps_values), 0
+    total, n_done = len(agents) * len(attacks) * len(eps_values), 0
     for agent_name, policy in agents.items():
         for name in attacks:
             for eps in eps_values:
@@ -236,7 +248,12 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
                 row = {"agent": agent_name, "attack": name, "eps": eps, "eps_255": eps_to_255(eps),
                        "eps_label": format_eps(eps),
                        "attack_config": attack.describe(), "closed_loop": None, "open_loop": None, "skipped": None}
-                if name.startswith("critic") and not callable(getattr(policy, "value", None)):
+                earlier = finished.get((agent_name, name, eps))
+                if earlier is not None and earlier.get("attack_config") == row["attack_config"]:
+                    row = earlier
+                    if eps == 0:
+                        clean_cache[agent_name] = (row["closed_loop"], row["open_loop"])
+                elif name.startswith("critic") and not callable(getattr(policy, "value", None)):
                     row["skipped"] = f"{agent_name} has no value head (critic attack needs policy.value)"
                 elif eps == 0 and agent_name in clean_cache:
                     row["closed_loop"], row["open_loop"] = clean_cache[agent_name]
@@ -248,9 +265,11 @@ def robustness_sweep(agents: Mapping[str, nn.Module], attacks: Sequence[str], ep
                     if eps == 0:
                         clean_cache[agent_name] = (row["closed_loop"], row["open_loop"])
                 rows.append(row)
-                done += 1
+                if on_row:
+                    on_row(row)
+                n_done += 1
                 if progress:
-                    progress(done, total, f"{agent_name} {name} eps={format_eps(eps)}")
+                    progress(n_done, total, f"{agent_name} {name} eps={format_eps(eps)}")
     return rows
 
 

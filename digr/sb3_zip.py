@@ -18,7 +18,6 @@ screen with OpenCV, which on Breakout gives identical frames (300 frames compare
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import pickle
@@ -28,21 +27,13 @@ from pathlib import Path
 
 import torch as th
 
-from digr.checkpoint import CheckpointError, save_module, write_text_atomic
+from digr.checkpoint import CheckpointError, save_module, sha256_file, write_text_atomic
 
 __all__ = ["read_sb3_zip", "import_sb3_zip"]
 
 _CNN_CLASSES = ("ActorCriticCnnPolicy", "CnnPolicy")
 _PLAIN_KWARGS = {"net_arch", "ortho_init", "share_features_extractor", "normalize_images", "features_extractor_kwargs", "log_std_init"}
 _ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _readable(entry, field: str, zip_path: Path):
@@ -147,7 +138,7 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
         "spaces": {"observation": {"image": [int(s) for s in shape]}, "n_actions": n_actions},
         "policy_kwargs": {"features_dim": features_dim, "net_arch": net_arch, "share_features_extractor": share,
                           "normalize_images": bool(kwargs.get("normalize_images", True)), "activation_fn": activation},
-        "source": {"path": str(zip_path), "sha256": _sha256(zip_path), "sb3_version": version,
+        "source": {"path": str(zip_path), "sha256": sha256_file(zip_path), "sb3_version": version,
                    "num_timesteps": int(data["num_timesteps"]) if isinstance(data.get("num_timesteps"), int) else None},
     }
     return spec, state

@@ -341,6 +341,7 @@ def test_closed_loop_on_minigrid(tmp_path):
     zero, zero_actions = run(attacked_rollout_returns, env_fn, pol, make_attack("pgd10", 0.0), episodes=2, seed=11)
     assert zero["returns"] == ref["returns"] and zero["lengths"] == ref["lengths"] and zero["successes"] == ref["successes"]
     assert zero_actions == ref_actions and len(ref_actions) == sum(ref["lengths"])
+    assert zero["trajectory_ids"] == ref["trajectory_ids"] and len(set(ref["trajectory_ids"])) == 2  # two layouts, two games
     assert zero["flip_rate"] == 0.0
     pgd, pgd_actions = run(attacked_rollout_returns, env_fn, pol, make_attack("pgd10", 8 / 255), episodes=2, seed=11)
     assert pgd["flip_rate"] > 0 and pgd_actions != ref_actions  # the attack reaches the agent's decisions
@@ -360,6 +361,22 @@ def test_closed_loop_on_minigrid(tmp_path):
     assert table.count("\n") == 2 + len(rows) and "student" in table and "skipped" in table and "2/255" in table
     png = plot_return_vs_eps(rows, tmp_path / "ret.png")
     assert png.stat().st_size > 1000
+
+
+def test_sweep_reuses_finished_cells_and_reports_each_row():
+    from digr.nets import PolicyNet
+
+    pol = PolicyNet((3, 16, 16), 4).eval()
+    image = th.rand(6, 3, 16, 16)
+    seen = []
+    rows = robustness_sweep({"a": pol}, ["fgsm", "pgd10"], ["2/255"], image=image, batch_size=3, on_row=seen.append)
+    assert seen == rows and len(rows) == 2
+    planted = json.loads(json.dumps(rows))  # as read back from partial.json
+    planted[0]["open_loop"]["flip_rate"] = 7.0  # impossible value: shows the cell was taken, not recomputed
+    planted[1]["attack_config"]["steps"] = 3  # another attack configuration: must be evaluated again
+    again = robustness_sweep({"a": pol}, ["fgsm", "pgd10"], ["2/255"], image=image, batch_size=3, done=planted)
+    assert again[0]["open_loop"]["flip_rate"] == 7.0
+    assert again[1]["attack_config"]["steps"] == 10 and again[1]["open_loop"] == rows[1]["open_loop"]
 
 
 def test_attacks_on_sb3_teacher_with_side_input():

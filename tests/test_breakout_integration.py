@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from digr.cli import main
 
@@ -42,6 +43,34 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
     assert {x["attack"] for x in rows} == {"fgsm", "critic", "random"}
     assert {x["agent"] for x in rows if x["attack"] == "random"} == {"plain", "digr"}
+    assert all(x["protocol"]["weights_sha256"] for x in rows)
+
+    # an interrupted call resumes: finished cells in partial.json are reused, not evaluated again
+    attack_dir = run / "attack"
+    planted = json.loads((attack_dir / "results.json").read_text())
+    cell = next(x for x in planted["rows"] if x["agent"] == "digr" and x["attack"] == "random")
+    cell["closed_loop"]["return_mean"] = 123.0  # a value no tiny-budget episode can give
+    (attack_dir / "partial.json").write_text(json.dumps({"rows": [cell]}))  # the call below, stopped after one cell
+    planted["rows"] = [x for x in planted["rows"] if x["attack"] != "random"]  # results.json from before that call
+    (attack_dir / "results.json").write_text(json.dumps(planted))
+    random_call = ["attack", *args, "--attacks", "random", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4"]
+    assert main([*random_call, "--agents", "plain,digr"]) == 0
+    rows = json.loads((attack_dir / "results.json").read_text())["rows"]
+    assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "random")["closed_loop"]["return_mean"] == 123.0
+    assert not (attack_dir / "partial.json").exists()
+
+    # a retrained student: its old cells leave the table (set aside in a file, not deleted); the others stay
+    from digr.policies import load_student, save_student
+    student = load_student(run / "students" / "digr.safetensors")
+    with torch.no_grad():
+        next(student.parameters()).add_(0.01)
+    save_student(student, run / "students" / "digr.safetensors")
+    assert main([*random_call, "--agents", "plain"]) == 0
+    rows = json.loads((attack_dir / "results.json").read_text())["rows"]
+    assert {x["agent"] for x in rows} == {"teacher", "plain", "igr_all"} and any(x["attack"] == "fgsm" for x in rows)
+    aside = list(attack_dir.glob("results.superseded-*.json"))
+    assert len(aside) == 1 and any(x["agent"] == "digr" for x in json.loads(aside[0].read_text())["rows"])
+
     capsys.readouterr()
     assert main(["attack", *args, "--attacks", "random", "--agents", "student"]) == 2  # unknown agent: clear error
     assert "unknown agent 'student'" in capsys.readouterr().err

@@ -77,3 +77,17 @@ def test_distinct_episodes_counts_different_games():
 
     same_start = summarize_episodes([21.0, 21.0, 33.0, 21.0], [float("nan")] * 4, [663, 663, 915, 700])
     assert distinct_episodes(same_start) == 3  # (21, 663) twice is one game; same score, other length is another
+    import numpy as np
+
+    from digr.evaluate import TrajectoryHash
+
+    def game(*frames):
+        h = TrajectoryHash()
+        for f in frames:
+            h.update({"image": np.full((1, 2, 2), f, np.uint8)})
+        return h.hexdigest()
+
+    ids = [game(1, 2, 3), game(1, 2, 3), game(4, 2, 3), game(1, 2)]
+    assert ids[0] == ids[1] and len(set(ids)) == 3 and len(ids[0]) == 16
+    layouts = summarize_episodes([0.9, 0.9, 0.9, 0.9], [1.0] * 4, [5, 5, 5, 5], ids)  # equal return and length, 3 games
+    assert distinct_episodes(layouts) == 3 and layouts["trajectory_ids"] == ids
