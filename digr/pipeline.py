@@ -457,8 +457,9 @@ class Pipeline:
         (episodes, open-loop frames, seed, n_parallel, batch_size, SHA-256 of the agent's weights). Every finished cell
         is written to ``attack/partial.json`` at once, and cells of earlier calls (``results.json`` or an interrupted
         call's ``partial.json``) with the same protocol are reused instead of evaluated again and stay in the table.
-        If any earlier cell has another protocol (e.g. a retrained student), the old ``results.json`` is kept as
-        ``results.superseded-<time>.json`` and its stale cells leave the table.
+        If any earlier cell has another protocol (e.g. a retrained student), the old ``results.json`` (or
+        ``partial.json``) is kept as ``results.superseded-<time>.json`` (``partial.superseded-<time>.json``) and its
+        stale cells leave the table.
         :raises StageError: the students are not trained yet, or an earlier results file is corrupt.
         :raises ConfigError: ``agents`` names an agent that is neither ``teacher`` nor a student.
         """
@@ -486,9 +487,13 @@ class Pipeline:
         protocol = {name: {"episodes": episodes, "open_loop_frames": n, "seed": cfg.evaluate.seed, "n_parallel": a.n_parallel,
                            "batch_size": a.batch_size, "weights_sha256": sha} for name, sha in weights.items()}
         previous, partial = out / "results.json", out / "partial.json"
-        old = _read_attack_rows(previous)
+        old, pending = _read_attack_rows(previous), _read_attack_rows(partial)
         same = lambda r: r.get("agent") in protocol and r.get("protocol") == protocol[r["agent"]]  # noqa: E731
-        reusable = [r for r in old + _read_attack_rows(partial) if same(r)]
+        key = lambda r: (r.get("agent"), r.get("attack"), r.get("eps"))  # noqa: E731
+        reusable = list({key(r): r for r in old + pending if same(r)}.values())  # an interrupted call's cell is the newer
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        if any(not same(r) for r in pending):  # an interrupted call on other weights: keep its cells, out of the way
+            os.replace(partial, out / f"partial.superseded-{stamp}.json")
         finished: list[dict] = []
 
         def save(row: dict) -> None:  # every finished cell reaches disk at once: an interrupted sweep resumes from it
@@ -506,11 +511,11 @@ class Pipeline:
             rows = robustness_sweep(agents, attacks, eps, env_fn=self.eval_env_fn, episodes=episodes, seed=cfg.evaluate.seed, image=image,
                                     side=side, batch_size=a.batch_size, n_parallel=a.n_parallel, done=reusable, on_row=save,
                                     progress=lambda k, total, label: prog.update(task, completed=k, total=total, description=f"attack: {label}"))
-        new_keys = {(r["agent"], r["attack"], r["eps"]) for r in rows}
-        kept = [r for r in old if same(r) and (r["agent"], r["attack"], r["eps"]) not in new_keys]
+        new_keys = {key(r) for r in rows}
+        kept = [r for r in reusable if key(r) not in new_keys]  # earlier cells this call did not ask for stay in the table
         if any(not same(r) for r in old):
             # cells of other weights (retrained agents) or another protocol cannot share this table, but they are not lost
-            aside = out / f"results.superseded-{time.strftime('%Y%m%dT%H%M%S')}.json"
+            aside = out / f"results.superseded-{stamp}.json"
             os.replace(previous, aside)
             console.log(f"attack: earlier cells made with other weights or another protocol were set aside in {aside}")
         if kept:

@@ -50,14 +50,17 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     planted = json.loads((attack_dir / "results.json").read_text())
     cell = next(x for x in planted["rows"] if x["agent"] == "digr" and x["attack"] == "random")
     cell["closed_loop"]["return_mean"] = 123.0  # a value no tiny-budget episode can give
-    (attack_dir / "partial.json").write_text(json.dumps({"rows": [cell]}))  # the call below, stopped after one cell
-    planted["rows"] = [x for x in planted["rows"] if x["attack"] != "random"]  # results.json from before that call
+    other = next(x for x in planted["rows"] if x["agent"] == "teacher" and x["attack"] == "fgsm")
+    # the call below, stopped after one cell, and an interrupted earlier call (teacher fgsm) that it does not ask for
+    (attack_dir / "partial.json").write_text(json.dumps({"rows": [other, cell]}))
+    planted["rows"] = [x for x in planted["rows"] if x["attack"] != "random" and x is not other]  # results.json before
     (attack_dir / "results.json").write_text(json.dumps(planted))
     random_call = ["attack", *args, "--attacks", "random", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4"]
     assert main([*random_call, "--agents", "plain,digr"]) == 0
     rows = json.loads((attack_dir / "results.json").read_text())["rows"]
     assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "random")["closed_loop"]["return_mean"] == 123.0
     assert not (attack_dir / "partial.json").exists()
+    assert any(x["agent"] == "teacher" and x["attack"] == "fgsm" for x in rows)  # the other interrupted cell is kept
 
     # a retrained student: its old cells leave the table (set aside in a file, not deleted); the others stay
     from digr.policies import load_student, save_student
@@ -65,7 +68,9 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     with torch.no_grad():
         next(student.parameters()).add_(0.01)
     save_student(student, run / "students" / "digr.safetensors")
+    (attack_dir / "partial.json").write_text(json.dumps({"rows": [cell]}))  # an interrupted call on the old weights
     assert main([*random_call, "--agents", "plain"]) == 0
+    assert len(list(attack_dir.glob("partial.superseded-*.json"))) == 1 and not (attack_dir / "partial.json").exists()
     rows = json.loads((attack_dir / "results.json").read_text())["rows"]
     assert {x["agent"] for x in rows} == {"teacher", "plain", "igr_all"} and any(x["attack"] == "fgsm" for x in rows)
     aside = list(attack_dir.glob("results.superseded-*.json"))
