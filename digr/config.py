@@ -20,7 +20,7 @@ import yaml
 __all__ = [
     "ConfigError", "StageError", "EnvConfig", "TeacherConfig", "DatasetConfig", "PerturbationConfig", "MaskConfig", "StudentSpec",
     "DistillConfig", "EvalConfig", "SaliencyBenchConfig", "AttackConfig", "SALIENCY_BENCH_METHODS", "ExperimentConfig",
-    "validate_attack_spec", "load_config", "config_from_dict", "config_to_dict",
+    "validate_attack_spec", "validate_attack_options", "load_config", "config_from_dict", "config_to_dict",
 ]
 
 
@@ -225,8 +225,10 @@ class AttackConfig:
     """``digr attack``: ℓ∞ observation attacks (:mod:`digr.attacks`) on the teacher and every student.
 
     ``attacks``: names for :func:`digr.attacks.make_attack` (random, fgsm, pgd10, pgd50, mad, critic, ...); ``eps``:
-    budgets in [0, 1] pixel units, as numbers or strings such as ``"1/255"`` (ε = 0 is always added as the clean
-    reference). Closed loop: ``episodes`` full episodes per (agent, attack, ε) with seeds ``evaluate.seed + i``
+    budgets in [0, 1] pixel units, as numbers or strings such as ``"1/255"`` (list ``0`` to get clean returns under the
+    same protocol; every attack is the identity there). ``options``: attack name → keyword arguments for
+    :func:`digr.attacks.make_attack`, e.g. ``{pgd50: {step_size: 0.00392}}`` (α in [0, 1] units; default 2.5·ε/K) or
+    ``{pgd10: {random_start: false}}``; they are recorded in each row's ``attack_config``. Closed loop: ``episodes`` full episodes per (agent, attack, ε) with seeds ``evaluate.seed + i``
     (None = ``evaluate.episodes``). Open loop: ``open_loop_frames`` held-out states. The command-line flags
     ``--attacks``/``--eps``/``--episodes`` override these. ``n_parallel`` closed-loop episodes are stepped in
     lockstep so each step's observations are attacked as one batch. ``agents``: which of ``teacher`` and the student
@@ -240,6 +242,7 @@ class AttackConfig:
     batch_size: int = 256
     n_parallel: int = 50
     agents: list[str] | None = None
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -378,6 +381,24 @@ def validate_attack_spec(attacks: list[str], eps: list, names: tuple[str, str] =
             raise ConfigError(f"{names[0]}[{i}]: {err}") from err
 
 
+def validate_attack_options(options: dict, field_name: str = "attack.options") -> None:
+    """Check ``attack.options``: every key an attack name, every value a mapping of arguments that attack accepts.
+
+    :raises ConfigError: the first bad entry, named as ``attack.options.<name>``, with the reason from
+        :func:`digr.attacks.make_attack` (unknown attack, an argument it does not take, a bad step size, ...).
+    """
+    from digr.attacks import make_attack
+
+    for name, kwargs in options.items():
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{field_name}.{name}: expected a mapping of keyword arguments such as {{step_size: 0.004}}, "
+                              f"got {kwargs!r}")
+        try:
+            make_attack(str(name), "1/255", **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{field_name}.{name}: {err}") from err
+
+
 def validate_attack_agents(agents: list[str] | None, students: list[str], field_name: str = "attack.agents") -> None:
     """Check that every attacked agent is ``teacher`` or a student name.
 
@@ -418,6 +439,7 @@ def _validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"saliency_bench.methods[{i}]: unknown method {m!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
                               f"choose from {list(SALIENCY_BENCH_METHODS)}")
     validate_attack_spec(cfg.attack.attacks, cfg.attack.eps)
+    validate_attack_options(cfg.attack.options)
     validate_attack_agents(cfg.attack.agents, names)
     if not 0.0 < cfg.saliency_bench.confidence < 1.0:
         raise ConfigError(f"saliency_bench.confidence: must be in (0, 1), got {cfg.saliency_bench.confidence}")

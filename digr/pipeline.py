@@ -509,7 +509,7 @@ class Pipeline:
         with _progress() as prog:
             task = prog.add_task("attack", total=None)
             rows = robustness_sweep(agents, attacks, eps, env_fn=self.eval_env_fn, episodes=episodes, seed=cfg.evaluate.seed, image=image,
-                                    side=side, batch_size=a.batch_size, n_parallel=a.n_parallel, done=reusable, on_row=save,
+                                    side=side, batch_size=a.batch_size, n_parallel=a.n_parallel, done=reusable, on_row=save, attack_kwargs=a.options,
                                     progress=lambda k, total, label: prog.update(task, completed=k, total=total, description=f"attack: {label}"))
         new_keys = {key(r) for r in rows}
         kept = [r for r in reusable if key(r) not in new_keys]  # earlier cells this call did not ask for stay in the table

@@ -32,9 +32,11 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     assert r["episodes"] == 2 and r["success_rate"] != r["success_rate"]  # Atari has no success signal: NaN, scored by return
     assert json.loads((run / "students" / "digr.json").read_text())["arch"] == "nature"
     assert m["latency"]["rows"][1]["passes"] == "290 fwd"  # 17 × 17 masks at stride 5 on 84 × 84, + the clean pass
-    assert main(["attack", *args, "--attacks", "fgsm,critic", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4"]) == 0
+    assert main(["attack", *args, "--attacks", "fgsm,critic", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4",
+                 "-o", "attack.options={critic: {steps: 3}}"]) == 0
     rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
     assert {(x["agent"], x["attack"]) for x in rows} >= {("teacher", "critic"), ("digr", "fgsm")}
+    assert next(x for x in rows if x["agent"] == "teacher" and x["attack"] == "critic")["attack_config"]["steps"] == 3
     assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "critic")["skipped"]  # students have no value head
     # a second call with another attack keeps the first call's cells (same protocol)
     # (--agents restricts a call to some agents)

@@ -49,6 +49,13 @@ def test_config_errors_name_field_and_allowed_values(tmp_path):
     assert load_config(p, ["teacher.total_timesteps=123"]).teacher.total_timesteps == 123
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
+    assert config_from_dict({"attack": {"options": {"pgd50": {"step_size": 0.004}}}}).attack.options["pgd50"]["step_size"] == 0.004
+    with pytest.raises(ConfigError, match=r"attack.options.pgd50: .*stepsize"):
+        config_from_dict({"attack": {"options": {"pgd50": {"stepsize": 0.004}}}})
+    with pytest.raises(ConfigError, match=r"attack.options.pgd50: .*step_size"):
+        config_from_dict({"attack": {"options": {"pgd50": {"step_size": -1}}}})
+    with pytest.raises(ConfigError, match=r"attack.options.pgf: "):
+        config_from_dict({"attack": {"options": {"pgf": {}}}})
 
 
 def test_shipped_experiment_configs_load():
