@@ -464,7 +464,7 @@ class Pipeline:
         :raises ConfigError: ``agents`` names an agent that is neither ``teacher`` nor a student.
         """
         from digr.report import refresh_report
-        from digr.attacks import parse_eps
+        from digr.attacks import make_attack, parse_eps
         from digr.robustness import plot_return_vs_eps, robustness_sweep, robustness_table
 
         cfg, a = self.cfg, self.cfg.attack
@@ -501,8 +501,9 @@ class Pipeline:
             finished.append(row)
             write_text_atomic(partial, json.dumps({"rows": finished}, indent=1, allow_nan=False))
 
-        wanted = {(name, atk, parse_eps(e)) for name in agents for atk in attacks for e in eps}
-        n_reused = sum((r["agent"], r["attack"], r["eps"]) in wanted for r in reusable)
+        wanted = {(name, atk, parse_eps(e)): make_attack(atk, e, **a.options.get(atk, {})).describe()
+                  for name in agents for atk in attacks for e in eps}
+        n_reused = sum(wanted.get(key(r)) == r.get("attack_config") for r in reusable)
         t0 = time.perf_counter()
         console.log(f"attack: {list(agents)} × {attacks} × ε {eps}: {episodes} episodes each (closed loop) + {n} held-out states (open loop)"
                     + (f"; {n_reused} of these cells were done earlier with the same weights and protocol and are reused" if n_reused else ""))
