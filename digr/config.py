@@ -228,8 +228,8 @@ class AttackConfig:
     budgets in [0, 1] pixel units, as numbers or strings such as ``"1/255"`` (list ``0`` to get clean returns under the
     same protocol; every attack is the identity there). ``options``: attack name → keyword arguments for
     :func:`digr.attacks.make_attack`, e.g. ``{pgd50: {step_size: 0.00392}}`` (α in [0, 1] units; default 2.5·ε/K) or
-    ``{pgd10: {random_start: false}}``; they are recorded in each row's ``attack_config``. Closed loop: ``episodes`` full episodes per (agent, attack, ε) with seeds ``evaluate.seed + i``
-    (None = ``evaluate.episodes``). Open loop: ``open_loop_frames`` held-out states. The command-line flags
+    ``{pgd10: {random_start: false}}``; they are recorded in each row's ``attack_config``. Closed loop: ``episodes``
+    full episodes per (agent, attack, ε) with seeds ``evaluate.seed + i`` (None = ``evaluate.episodes``). Open loop: ``open_loop_frames`` held-out states. The command-line flags
     ``--attacks``/``--eps``/``--episodes`` override these. ``n_parallel`` closed-loop episodes are stepped in
     lockstep so each step's observations are attacked as one batch. ``agents``: which of ``teacher`` and the student
     names to attack (None = all; ``--agents`` overrides), to spend a slow attack's budget on the comparison that matters.

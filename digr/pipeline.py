@@ -464,7 +464,6 @@ class Pipeline:
         :raises ConfigError: ``agents`` names an agent that is neither ``teacher`` nor a student.
         """
         from digr.report import refresh_report
-        from digr.attacks import make_attack, parse_eps
         from digr.robustness import plot_return_vs_eps, robustness_sweep, robustness_table
 
         cfg, a = self.cfg, self.cfg.attack
@@ -501,17 +500,17 @@ class Pipeline:
             finished.append(row)
             write_text_atomic(partial, json.dumps({"rows": finished}, indent=1, allow_nan=False))
 
-        wanted = {(name, atk, parse_eps(e)): make_attack(atk, e, **a.options.get(atk, {})).describe()
-                  for name in agents for atk in attacks for e in eps}
-        n_reused = sum(wanted.get(key(r)) == r.get("attack_config") for r in reusable)
         t0 = time.perf_counter()
-        console.log(f"attack: {list(agents)} × {attacks} × ε {eps}: {episodes} episodes each (closed loop) + {n} held-out states (open loop)"
-                    + (f"; {n_reused} of these cells were done earlier with the same weights and protocol and are reused" if n_reused else ""))
+        console.log(f"attack: {list(agents)} × {attacks} × ε {eps}: {episodes} episodes each (closed loop) + {n} held-out states (open loop)")
         with _progress() as prog:
             task = prog.add_task("attack", total=None)
             rows = robustness_sweep(agents, attacks, eps, env_fn=self.eval_env_fn, episodes=episodes, seed=cfg.evaluate.seed, image=image,
                                     side=side, batch_size=a.batch_size, n_parallel=a.n_parallel, done=reusable, on_row=save, attack_kwargs=a.options,
                                     progress=lambda k, total, label: prog.update(task, completed=k, total=total, description=f"attack: {label}"))
+        earlier_ids = {id(r) for r in reusable}  # the sweep hands back the very row object of a cell it took from `done`
+        n_reused = sum(id(r) in earlier_ids for r in rows)
+        if n_reused:
+            console.log(f"attack: {n_reused} of {len(rows)} cells were done earlier with the same weights, protocol and attack settings, and reused")
         new_keys = {key(r) for r in rows}
         kept = [r for r in reusable if key(r) not in new_keys]  # earlier cells this call did not ask for stay in the table
         if any(not same(r) for r in old):
