@@ -2,7 +2,7 @@
 
 Every attack maps ``(policy, image, side=None) -> image_adv`` with
 
-* ``image``: float ``[B, C, H, W]`` in [0, 1] (raw uint8 / 255, see :func:`digr.policies.obs_to_tensors`);
+* ``image``: float ``[B, C, H, W]`` in [0, 1] (raw uint8 / 255, see :func:`digr.contracts.obs_to_tensors`);
 * ``side``: float ``[B, K]`` or ``None``: handed to the policy unchanged and never perturbed;
 * ``image_adv``: float ``[B, C, H, W]``, same dtype and device as ``image``, in [0, 1] and inside the ℓ∞ ball of radius
   ε around ``image`` (see *Quantisation* for the exact bound).
@@ -11,11 +11,10 @@ Every attack maps ``(policy, image, side=None) -> image_adv`` with
 ``"1/255"``, ``"0.004"``, ``"3/255"``; :func:`eps_to_255` and :func:`eps_to_uint8` give the same budget in /255 units
 and in whole uint8 levels, :func:`format_eps` a label for tables.
 
-**Policies.** A *categorical* policy (the default, or ``action_distribution = "categorical"``) returns logits
-``[B, A]`` and acts greedily by argmax. A *Gaussian* policy (continuous actions, e.g. CarRacing/CARLA) sets the class
-attribute ``action_distribution = "gaussian"``, returns the action mean μ(s) ``[B, A]`` from ``forward`` and has a
-state-independent ``log_std`` (tensor ``[A]``, σ = exp(log_std)); it acts greedily with a = μ(s). A critic
-(``policy.value(image, side) -> [B]``, e.g. :class:`digr.policies.SB3Teacher`) is needed only by the critic attack.
+**Policies** follow :class:`digr.contracts.Policy`: a *categorical* policy returns logits ``[B, A]`` and acts greedily
+by argmax; a *Gaussian* policy (``action_distribution = "gaussian"``) returns the action mean μ(s) ``[B, A]`` and has a
+state-independent ``log_std`` ``[A]``. A critic (:class:`digr.contracts.Critic`, e.g.
+:class:`digr.policies.SB3Teacher`) is needed only by the critic attack.
 
 **Attacks** (:func:`make_attack` builds them by name, see :data:`ATTACK_NAMES`):
 
@@ -81,10 +80,12 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from digr.contracts import Policy, categorical_kl, is_gaussian, policy_std
+
 __all__ = [
     "ATTACK_NAMES", "Attack", "RandomNoise", "FGSM", "PGD", "MAD", "CriticAttack", "make_attack",
     "parse_eps", "eps_to_255", "eps_to_uint8", "format_eps", "quantize_to_ball",
-    "is_gaussian", "policy_std", "greedy_actions", "action_divergence",
+    "action_divergence",
 ]
 
 #: Names accepted by :func:`make_attack` (``pgd<K>``, ``mad<K>``, ``critic<K>`` also work, e.g. ``pgd20``).
@@ -146,38 +147,9 @@ def format_eps(eps: float) -> str:
     return f"{eps_to_255(eps):.2f}/255"
 
 
-# ----------------------------------------------------------------------------------------------- policy conventions
+# ----------------------------------------------------------------------------------------------------- measurement
 
-def is_gaussian(policy: nn.Module) -> bool:
-    """True for a Gaussian (continuous-action) policy, i.e. ``policy.action_distribution == "gaussian"``.
-
-    :raises ValueError: ``action_distribution`` is set to something other than ``"categorical"`` or ``"gaussian"``.
-    """
-    kind = getattr(policy, "action_distribution", "categorical")
-    if kind not in ("categorical", "gaussian"):
-        raise ValueError(f"{type(policy).__name__}.action_distribution={kind!r}; set it to 'categorical' (logits) or "
-                         "'gaussian' (forward returns the action mean, log_std holds the log standard deviation)")
-    return kind == "gaussian"
-
-
-def policy_std(policy: nn.Module) -> th.Tensor:
-    """σ = exp(log_std) of a Gaussian policy, float ``[A]`` > 0, detached.
-
-    :raises AttributeError: the policy has no ``log_std``; add a state-independent ``log_std`` tensor ``[A]``.
-    """
-    log_std = getattr(policy, "log_std", None)
-    if log_std is None:
-        raise AttributeError(f"Gaussian policy {type(policy).__name__} has no `log_std`; give it a tensor/parameter [A] "
-                             "with the log standard deviation of its actions")
-    return th.as_tensor(log_std).detach().exp().reshape(-1)
-
-
-def greedy_actions(policy: nn.Module, output: th.Tensor) -> th.Tensor:
-    """Greedy action from a policy output: argmax int64 ``[B]`` (categorical) or the mean μ float ``[B, A]`` (Gaussian)."""
-    return output if is_gaussian(policy) else output.argmax(dim=1)
-
-
-def action_divergence(policy: nn.Module, clean: th.Tensor, adv: th.Tensor) -> th.Tensor:
+def action_divergence(policy: Policy, clean: th.Tensor, adv: th.Tensor) -> th.Tensor:
     """KL(π(·|s) ‖ π(·|s')) per frame, float ``[B]`` ≥ 0 (nats).
 
     :param clean: policy output on s (logits or μ), ``[B, A]``. :param adv: output on s', ``[B, A]``.
@@ -187,12 +159,11 @@ def action_divergence(policy: nn.Module, clean: th.Tensor, adv: th.Tensor) -> th
     if is_gaussian(policy):
         sigma = policy_std(policy).to(clean)
         return 0.5 * (((adv - clean) / sigma) ** 2).sum(dim=1)
-    logp, logq = F.log_softmax(clean, dim=1), F.log_softmax(adv, dim=1)
-    return (logp.exp() * (logp - logq)).sum(dim=1).clamp_min(0.0)  # ≥ 0; rounding can give −1e-9 for identical outputs
+    return categorical_kl(clean, adv).clamp_min(0.0)  # ≥ 0; rounding can give −1e-9 for identical outputs
 
 
 @contextmanager
-def _eval_mode(policy: nn.Module) -> Iterator[None]:
+def _eval_mode(policy: Policy) -> Iterator[None]:
     """Run the policy in eval mode and restore every submodule's own mode afterwards; enable autograd."""
     modes = [(m, m.training) for m in policy.modules()] if isinstance(policy, nn.Module) else []
     if isinstance(policy, nn.Module):
@@ -262,7 +233,7 @@ class Attack(abc.ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k not in ("name", "eps_255"))
         return f"{type(self).__name__}({args})"
 
-    def __call__(self, policy: nn.Module, image: th.Tensor, side: th.Tensor | None = None,
+    def __call__(self, policy: Policy, image: th.Tensor, side: th.Tensor | None = None,
                  generator: th.Generator | None = None) -> th.Tensor:
         """Attack ``image`` (float ``[B, C, H, W]`` in [0, 1]); ``side`` (``[B, K]`` or None) is passed through untouched.
 
@@ -270,17 +241,17 @@ class Attack(abc.ABC):
         :returns: float ``[B, C, H, W]`` in [0, 1], within the ε-ball (module docstring); ``image`` itself is not modified.
         :raises TypeError: ``image`` is not a floating tensor.
         :raises ValueError: ``image`` is not 4-D or has values outside [0, 1] (convert uint8 with
-            :func:`digr.policies.obs_to_tensors`, which divides by 255).
+            :func:`digr.contracts.obs_to_tensors`, which divides by 255).
         """
         if not isinstance(image, th.Tensor) or not image.is_floating_point():
             raise TypeError(f"image must be a float tensor [B, C, H, W] in [0, 1], got {type(image).__name__} "
-                            f"{getattr(image, 'dtype', '')}; convert uint8 observations with digr.policies.obs_to_tensors")
+                            f"{getattr(image, 'dtype', '')}; convert uint8 observations with digr.contracts.obs_to_tensors")
         if image.ndim != 4:
             raise ValueError(f"image must be [B, C, H, W], got shape {tuple(image.shape)}; "
                              "add a batch dimension with unsqueeze(0)")
         if image.numel() and (float(image.min()) < 0.0 or float(image.max()) > 1.0):
             raise ValueError(f"image values must lie in [0, 1] (raw uint8 / 255), got [{float(image.min()):.3g}, "
-                             f"{float(image.max()):.3g}]; divide uint8 pixels by 255 (digr.policies.obs_to_tensors)")
+                             f"{float(image.max()):.3g}]; divide uint8 pixels by 255 (digr.contracts.obs_to_tensors)")
         if self.eps == 0.0:
             return image.clone()
         gen = self.generator if generator is None else generator
@@ -293,7 +264,7 @@ class Attack(abc.ABC):
         return adv
 
     @abc.abstractmethod
-    def perturb(self, policy: nn.Module, image: th.Tensor, side: th.Tensor | None, generator: th.Generator) -> th.Tensor:
+    def perturb(self, policy: Policy, image: th.Tensor, side: th.Tensor | None, generator: th.Generator) -> th.Tensor:
         """Subclass hook: the float adversarial image ``[B, C, H, W]`` inside the ε-ball around ``image`` (the base class
         then clips to [0, 1] and quantises); called with ε > 0, in eval mode, with autograd on."""
 
@@ -310,7 +281,7 @@ class RandomNoise(Attack):
         return image + _uniform(image.shape, self.eps, generator, image)
 
 
-def _loss_fn(policy: nn.Module, image: th.Tensor, side: th.Tensor | None, objective: str):
+def _loss_fn(policy: Policy, image: th.Tensor, side: th.Tensor | None, objective: str):
     """Return ``loss(x) -> scalar`` (summed over the batch) to *maximise*, with its clean reference computed once."""
     gaussian = is_gaussian(policy)
     if objective == "critic":
@@ -332,8 +303,7 @@ def _loss_fn(policy: nn.Module, image: th.Tensor, side: th.Tensor | None, object
             sigma = policy_std(policy).to(clean)
             sigma_tilde = sigma / sigma.mean()
             return lambda x: (((policy(x, side) - clean) / sigma_tilde) ** 2).sum()
-        logp = F.log_softmax(clean, dim=1)
-        return lambda x: (logp.exp() * (logp - F.log_softmax(policy(x, side), dim=1))).sum()
+        return lambda x: categorical_kl(clean, policy(x, side)).sum()
     raise ValueError(f"unknown objective {objective!r}")
 
 

@@ -9,19 +9,33 @@ already saved.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch as th
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-__all__ = ["CheckpointError", "sha256_file", "write_text_atomic", "save_state_dict", "load_state_dict", "save_module", "load_module", "save_training_state", "load_training_state"]
+from digr.errors import CheckpointError
+
+__all__ = [
+    "CheckpointError",
+    "load_module",
+    "load_state_dict",
+    "load_training_state",
+    "save_module",
+    "save_npy_atomic",
+    "save_state_dict",
+    "save_training_state",
+    "sha256_file",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or does not fit the model; the message says which file and what to do."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -46,6 +60,23 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, obj, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON (NaN and infinities refused: ``allow_nan=False``) through :func:`write_text_atomic`.
+
+    :raises ValueError: ``obj`` holds NaN or an infinity (write None for undefined numbers).
+    """
+    write_text_atomic(path, json.dumps(obj, indent=indent, allow_nan=False))
+
+
+def save_npy_atomic(array: np.ndarray, path: str | Path) -> None:
+    """``np.save`` through a temporary file and ``os.replace`` (readers never see a truncated array)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, array)
     os.replace(tmp, path)
 
 

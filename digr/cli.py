@@ -8,6 +8,7 @@
     digr attack CONFIG.yaml [--attacks random,fgsm,pgd10,pgd50,mad] [--eps 1/255,3/255,5/255] [--episodes N]
                                       returns and action flips under observation attacks: table + plots
     digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
+    digr config CONFIG.yaml           the resolved config, every field with its help, unit and default
 
 ``-o key.sub=value`` overrides config fields (values parsed as YAML), e.g. ``-o teacher.total_timesteps=100000``.
 """
@@ -15,12 +16,10 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 
-from digr.checkpoint import CheckpointError
-from digr.config import ConfigError, StageError, load_config, validate_attack_spec
-from digr.envs_contract import UnknownEnvError, make_env
+from digr.errors import ConfigError, DigrError, StageError
+from digr.running.config import describe_config, load_config, validate_attack_spec
 
 __all__ = ["main"]
 
@@ -36,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", "run every stage, skipping finished ones")
+    add("config", "print the resolved config with every field's help, unit and default")
     t = add("teacher", "train or resume the teacher")
     t.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget: checkpoint and stop after this many minutes (resume later)")
     d = add("distill", "collect states, compute teacher maps and distil the students")
@@ -57,39 +57,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    """``"1,32"`` → ``(1, 32)``. :raises ConfigError: not comma-separated positive integers (named by ``flag``)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = (0,)
+    if min(values) < 1:
+        raise ConfigError(f"{flag} must be comma-separated positive integers, e.g. 1,2; got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``digr`` console script. Returns the exit code (2 for bad input)."""
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.override)
-        if args.command == "bench":
-            from rich.console import Console
-            from rich.table import Table
-
-            from digr.bench import bench_saliency
-
-            try:
-                threads = tuple(int(n) for n in args.threads.split(",")) if args.threads else None
-            except ValueError:
-                threads = (0,)
-            if threads and min(threads) < 1:
-                raise ConfigError(f"--threads must be comma-separated positive thread counts, got {args.threads!r}")
-            rows = bench_saliency(cfg, functools.partial(make_env, cfg.env.id, **cfg.env.kwargs),
-                                  tuple(int(b) for b in args.batch.split(",")), args.repeats, threads)
-            table = Table(title=f"saliency latency ({rows[0]['source']})")
-            for col in ("threads", "map", "batch", "ms / frame", "forward passes", "achieved fwd/s", "plain batched fwd/s"):
-                table.add_column(col)
-            for r in rows:
-                table.add_row(str(r["threads"]), r["map"], str(r["batch"]), f"{r['ms_per_frame']:.3f}", r["passes"],
-                              f"{r.get('forward_passes_per_s', 0):.0f}" if "forward_passes_per_s" in r else "",
-                              f"{r.get('plain_forward_passes_per_s', 0):.0f}" if "plain_forward_passes_per_s" in r else "")
-            Console().print(table)
-            for n in dict.fromkeys(r["threads"] for r in rows):
-                for b in sorted({r["batch"] for r in rows}):
-                    g, q = [r["ms_per_frame"] for r in rows if r["batch"] == b and r["threads"] == n]
-                    print(f"{n} thread(s), batch {b}: perturbation / gradient = {q / g:.0f}x")
+        if args.command == "config":
+            print(describe_config(cfg), end="")
             return 0
-        from digr.pipeline import Pipeline
+        from digr.running.pipeline import Pipeline
 
         pipe = Pipeline(cfg)
         try:
@@ -100,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "distill":
                 if cfg.teacher.sb3_zip or cfg.teacher.pretrained:  # a ready teacher is copied in at once, no need for `digr teacher`
                     pipe.teacher()
-                if not pipe.is_done("teacher"):
+                if not pipe.stages.is_done("teacher"):
                     raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
                 pipe.dataset()
                 pipe.saliency()
@@ -111,13 +98,20 @@ def main(argv: list[str] | None = None) -> int:
                 attacks = args.attacks.split(",") if args.attacks else None
                 eps = args.eps.split(",") if args.eps else None
                 validate_attack_spec(attacks or [], eps or [], names=("--attacks", "--eps"))
+                if args.episodes is not None and args.episodes < 1:
+                    raise ConfigError(f"--episodes must be a positive number of episodes, got {args.episodes}")
                 print(pipe.attack(attacks, eps, args.episodes, [a.strip() for a in args.agents.split(",")] if args.agents else None))
             elif args.command == "saliency-bench":
                 pipe.saliency_bench(force=True)
-                print(cfg.run_path / "saliency_bench" / "table.md")
+                print(pipe.folder.bench.table)
+            elif args.command == "bench":
+                from digr.report.bench import latency_table
+
+                rows, source = pipe.latency(_ints(args.batch, "--batch"), args.repeats, _ints(args.threads, "--threads") if args.threads else None)
+                print(latency_table(rows, source), end="")
         finally:
             pipe.close()
-    except (ConfigError, StageError, FileNotFoundError, UnknownEnvError, CheckpointError) as e:
+    except (DigrError, FileNotFoundError) as e:
         print(f"digr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

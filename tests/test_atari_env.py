@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ale_py")
 pytest.importorskip("cv2")
 
-from digr.envs_contract import check_contract, make_env  # noqa: E402
+from digr.contracts import check_contract, make_env  # noqa: E402
 
 TRAIN, EVAL = "envs.atari:DIGR/Breakout-train-v0", "envs.atari:DIGR/Breakout-eval-v0"
 NOOP, FIRE = 0, 1

@@ -9,8 +9,9 @@ from torch import nn
 
 from digr.attacks import (ATTACK_NAMES, FGSM, PGD, action_divergence, eps_to_255, eps_to_uint8, format_eps, make_attack,
                           parse_eps, quantize_to_ball)
-from digr.robustness import (attacked_rollout_returns, open_loop_attack, plot_return_vs_eps, robustness_sweep,
-                             robustness_table)
+from digr.evaluation.robustness import attacked_rollout_returns, open_loop_attack, robustness_sweep
+from digr.report.attack import robustness_table
+from digr.report.figures import plot_return_vs_eps
 
 EPS = 3 / 255
 
@@ -317,9 +318,9 @@ def test_open_loop_metrics_and_batching():
 def test_closed_loop_on_minigrid(tmp_path):
     import gymnasium as gym
 
-    from digr.envs_contract import make_env
-    from digr.evaluate import rollout_returns
-    from digr.nets import PolicyNet
+    from digr.contracts import make_env
+    from digr.evaluation.returns import rollout_returns
+    from digr.policies.nets import PolicyNet
 
     actions = []  # every action taken, so trajectories (not just the returns of an untrained agent) are compared
 
@@ -364,7 +365,7 @@ def test_closed_loop_on_minigrid(tmp_path):
 
 
 def test_sweep_reuses_finished_cells_and_reports_each_row():
-    from digr.nets import PolicyNet
+    from digr.policies.nets import PolicyNet
 
     pol = PolicyNet((3, 16, 16), 4).eval()
     image = th.rand(6, 3, 16, 16)
@@ -384,12 +385,11 @@ def test_attacks_on_sb3_teacher_with_side_input():
     from gymnasium import spaces
     from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
-    from digr.config import TeacherConfig
     from digr.policies import SB3Teacher
-    from digr.teacher import _policy_kwargs
+    from digr.policies.teacher import sb3_policy_kwargs
 
     obs = spaces.Dict({"image": spaces.Box(0, 255, (3, 16, 16), np.uint8), "side": spaces.Box(-1, 1, (2,), np.float32)})
-    kw = _policy_kwargs(TeacherConfig())
+    kw = sb3_policy_kwargs()
     kw["features_extractor_kwargs"] = {"cell": 8, "features_dim": 32}
     teacher = SB3Teacher(MultiInputActorCriticPolicy(obs, spaces.Discrete(4), lr_schedule=lambda _: 0.0, **kw)).eval()
     x, side = grid_images(8), th.rand(8, 2)

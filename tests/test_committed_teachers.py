@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from digr.config import load_config
-from digr.envs_contract import make_env
-from digr.robustness import attacked_rollout_returns
-from digr.teacher import copy_pretrained_teacher, load_teacher, teacher_spaces
+from digr.running.config import load_config
+from digr.contracts import make_env
+from digr.evaluation.robustness import attacked_rollout_returns
+from digr.policies.teacher import TeacherFolder, copy_pretrained_teacher, load_teacher, teacher_spaces
 
 BREAKOUT = Path("experiments/teachers/breakout")
 
@@ -22,7 +22,7 @@ def test_committed_breakout_teacher_fits_its_config_and_replays_a_recorded_game(
     env = make_env(cfg.env.id, **cfg.env.kwargs)
     spaces = teacher_spaces(env)
     env.close()
-    teacher = load_teacher(copy_pretrained_teacher(BREAKOUT, tmp_path / "teacher", spaces, cfg.teacher))
+    teacher = load_teacher(copy_pretrained_teacher(BREAKOUT, TeacherFolder(tmp_path / "teacher"), spaces, cfg.teacher))
     provenance = json.loads((BREAKOUT / "provenance.json").read_text())
     assert json.loads((BREAKOUT / "teacher.json").read_text())["num_timesteps"] >= provenance["teacher"]["total_timesteps"]
     evaluation = json.loads((BREAKOUT / "evaluation.json").read_text())

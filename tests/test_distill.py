@@ -6,9 +6,10 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from digr.distill import DistillData, digr_loss, kl_teacher_student, masked_gradient_penalty, train_student
-from digr.masks import selective_mask
-from digr.nets import PolicyNet
+from digr.method.distill import DistillData, train_student
+from digr.method.loss import digr_loss, kl_teacher_student, masked_gradient_penalty
+from digr.method.masks import selective_mask
+from digr.policies.nets import PolicyNet
 
 
 def test_kl_zero_for_identical_and_matches_torch():

@@ -5,8 +5,8 @@ import pytest
 import torch as th
 
 from digr.checkpoint import CheckpointError, load_state_dict, load_training_state, save_state_dict
-from digr.config import ConfigError, config_from_dict, load_config
-from digr.metrics import mass_inside, nanmean_ci, pointing_game, spearman, topk_iou
+from digr.running.config import ConfigError, config_from_dict, load_config
+from digr.evaluation.metrics import mass_inside, nanmean_ci, pointing_game, spearman, topk_iou
 
 
 def test_agreement_metrics_known_answers():
@@ -41,7 +41,7 @@ def test_config_errors_name_field_and_allowed_values(tmp_path):
         config_from_dict({"distill": {"students": [{"name": "a", "lam": 1, "mask": "everything"}]}})
     with pytest.raises(ConfigError, match="mask.kappa"):
         config_from_dict({"mask": {"kappa": 2}})
-    with pytest.raises(ConfigError, match="teacher.n_envs: expected an integer"):
+    with pytest.raises(ConfigError, match="teacher.n_envs: .*integer"):
         config_from_dict({"teacher": {"n_envs": "many"}})
     p = tmp_path / "c.yaml"
     p.write_text("distill:\n  learning_rate: 1e-4\n")
@@ -79,14 +79,14 @@ def test_corrupt_checkpoints_raise_clear_errors(tmp_path):
 
 
 def test_distinct_episodes_counts_different_games():
-    from digr.evaluate import summarize_episodes
-    from digr.report import distinct_episodes
+    from digr.evaluation.returns import summarize_episodes
+    from digr.evaluation.returns import distinct_episodes
 
     same_start = summarize_episodes([21.0, 21.0, 33.0, 21.0], [float("nan")] * 4, [663, 663, 915, 700])
     assert distinct_episodes(same_start) == 3  # (21, 663) twice is one game; same score, other length is another
     import numpy as np
 
-    from digr.evaluate import TrajectoryHash
+    from digr.rollout import TrajectoryHash
 
     def game(*frames):
         h = TrajectoryHash()

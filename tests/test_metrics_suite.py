@@ -5,9 +5,9 @@ import pytest
 import torch as th
 from torch import nn
 
-from digr.faithfulness import (FaithfulnessCurves, deletion_curve, insertion_curve, perturbation_curve, randomize_weights,
+from digr.evaluation.faithfulness import (FaithfulnessCurves, deletion_curve, insertion_curve, perturbation_curve, randomize_weights,
                                sanity_check)
-from digr.metrics import gini, pearson, topk_auc
+from digr.evaluation.metrics import gini, pearson, topk_auc
 from digr.saliency import gaussian_blur, gradient_saliency
 
 # ---------------------------------------------------------------------------------------------------------------- pearson
@@ -304,13 +304,11 @@ def test_randomize_weights_on_sb3_teacher():
     from gymnasium import spaces
     from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
-    from digr.config import TeacherConfig
     from digr.policies import SB3Teacher
-    from digr.teacher import _policy_kwargs
+    from digr.policies.teacher import sb3_policy_kwargs
 
     obs = spaces.Dict({"image": spaces.Box(0, 255, (3, 16, 16), np.uint8), "side": spaces.Box(-1, 1, (2,), np.float32)})
-    cfg = TeacherConfig()
-    kw = _policy_kwargs(cfg)
+    kw = sb3_policy_kwargs()
     kw["features_extractor_kwargs"] = {"cell": 8, "features_dim": 32}
     teacher = SB3Teacher(MultiInputActorCriticPolicy(obs, spaces.Discrete(A), lr_schedule=lambda _: 0.0, **kw)).eval()
     img, side = th.rand(3, 3, 16, 16), th.rand(3, 2)

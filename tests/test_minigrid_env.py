@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from digr.envs_contract import UnknownEnvError, make_env
+from digr.contracts import UnknownEnvError, make_env
 
 
 def test_fetch_color_contract_and_target_mask():

@@ -4,7 +4,7 @@ import pytest
 import torch as th
 from torch import nn
 
-from digr.policies import greedy_action
+from digr.contracts import greedy_action
 from digr.saliency import act_and_explain, gaussian_blur, gaussian_masks, gradient_saliency, input_gradient, perturbation_saliency
 
 

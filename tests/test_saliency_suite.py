@@ -6,7 +6,7 @@ import pytest
 import torch as th
 from torch import nn
 
-from digr.nets import PolicyNet
+from digr.policies.nets import PolicyNet
 from digr.saliency import (METHODS, AdaptGrad, GradientXInput, IntegratedGradients, Mollified, Occlusion, PerturbationSaliency, SmoothGrad,
                            SmoothGradSq, VanillaGradient, VarGrad, adaptive_sigma, make_method, reduce_channels, sample_kernel)
 from digr.saliency.integrated_gradients import quadrature

@@ -12,10 +12,10 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 
 from digr.checkpoint import CheckpointError
-from digr.config import ConfigError, TeacherConfig
+from digr.running.config import ConfigError, TeacherConfig
 from digr.cli import main
-from digr.sb3_zip import import_sb3_zip, read_sb3_zip
-from digr.teacher import copy_pretrained_teacher, load_teacher
+from digr.policies.sb3_zip import import_sb3_zip, read_sb3_zip
+from digr.policies.teacher import TeacherFolder, copy_pretrained_teacher, load_teacher
 
 
 class _BoxAtari(gym.Env):
@@ -49,7 +49,7 @@ def _save_zip(path, **policy_kwargs):
 ])
 def test_imported_zip_gives_the_same_logits_and_values(tmp_path, policy_kwargs):
     model = _save_zip(tmp_path / "agent.zip", **policy_kwargs)
-    path = import_sb3_zip(tmp_path / "agent.zip", tmp_path / "teacher", (4, 84, 84), 4)
+    path = import_sb3_zip(tmp_path / "agent.zip", TeacherFolder(tmp_path / "teacher"), (4, 84, 84), 4)
     teacher = load_teacher(path)
     frames = th.randint(0, 256, (5, 4, 84, 84), dtype=th.uint8)
     with th.no_grad():
@@ -73,31 +73,31 @@ def test_imported_zip_gives_the_same_logits_and_values(tmp_path, policy_kwargs):
 def test_zip_that_does_not_fit_the_env_is_refused_naming_both_shapes(tmp_path):
     _save_zip(tmp_path / "agent.zip")
     with pytest.raises(CheckpointError, match=r"\(4, 84, 84\) and 4 actions.*\(3, 64, 64\) and 4"):
-        import_sb3_zip(tmp_path / "agent.zip", tmp_path / "teacher", (3, 64, 64), 4)
+        import_sb3_zip(tmp_path / "agent.zip", TeacherFolder(tmp_path / "teacher"), (3, 64, 64), 4)
     assert not (tmp_path / "teacher" / "teacher.safetensors").exists()
 
 
 def test_pretrained_teacher_folder_is_copied_and_checked(tmp_path):
     _save_zip(tmp_path / "agent.zip")
-    src = import_sb3_zip(tmp_path / "agent.zip", tmp_path / "src", (4, 84, 84), 4).parent
+    src = import_sb3_zip(tmp_path / "agent.zip", TeacherFolder(tmp_path / "src"), (4, 84, 84), 4).parent
     atari = {"observation": {"image": [4, 84, 84]}, "n_actions": 4}
     nature = TeacherConfig(arch="nature", features_dim=512)
     (tmp_path / "run" / "teacher").mkdir(parents=True)
     (tmp_path / "run" / "teacher" / "curve.csv").write_text("steps\n1\n")  # left by an earlier teacher: must not survive
-    copied = copy_pretrained_teacher(src, tmp_path / "run" / "teacher", atari, nature)
+    copied = copy_pretrained_teacher(src, TeacherFolder(tmp_path / "run" / "teacher"), atari, nature)
     assert copied.read_bytes() == (src / "teacher.safetensors").read_bytes()
     assert not (tmp_path / "run" / "teacher" / "curve.csv").exists()
     frames = th.rand(3, 4, 84, 84)
     with th.no_grad():
         th.testing.assert_close(load_teacher(copied)(frames), load_teacher(src / "teacher.safetensors")(frames), rtol=0, atol=0)
     with pytest.raises(CheckpointError, match=r"was trained on .*\[4, 84, 84\].*but the env gives .*\[3, 64, 64\]"):
-        copy_pretrained_teacher(src, tmp_path / "other", {"observation": {"image": [3, 64, 64]}, "n_actions": 4}, nature)
+        copy_pretrained_teacher(src, TeacherFolder(tmp_path / "other"), {"observation": {"image": [3, 64, 64]}, "n_actions": 4}, nature)
     with pytest.raises(CheckpointError, match="was trained on"):  # same image, but the env has a side input
-        copy_pretrained_teacher(src, tmp_path / "other", {"observation": {"image": [4, 84, 84], "side": [12]}, "n_actions": 4}, nature)
+        copy_pretrained_teacher(src, TeacherFolder(tmp_path / "other"), {"observation": {"image": [4, 84, 84], "side": [12]}, "n_actions": 4}, nature)
     with pytest.raises(ConfigError, match=r"teacher.features_dim: 512 \(config has 256\)"):
-        copy_pretrained_teacher(src, tmp_path / "other", atari, TeacherConfig(arch="nature", features_dim=256))
+        copy_pretrained_teacher(src, TeacherFolder(tmp_path / "other"), atari, TeacherConfig(arch="nature", features_dim=256))
     with pytest.raises(CheckpointError, match="not found"):
-        copy_pretrained_teacher(tmp_path / "nothing", tmp_path / "other", atari, nature)
+        copy_pretrained_teacher(tmp_path / "nothing", TeacherFolder(tmp_path / "other"), atari, nature)
     assert not (tmp_path / "other").exists()
 
 

@@ -19,6 +19,8 @@ occlusion              constant-patch occlusion, batched                        
 =====================  ==========================================================  ==================================
 """
 
+import functools
+
 from digr.saliency.base import REDUCTIONS, Cost, SaliencyMethod, reduce_channels
 from digr.saliency.gradient import (TARGETS, GradientXInput, VanillaGradient, act_and_explain, batched_input_gradient, gradient_saliency, input_gradient,
                                     target_score)
@@ -30,7 +32,7 @@ from digr.saliency.smoothing import AdaptGrad, Mollified, Smoothed, SmoothGrad, 
 __all__ = ["TARGETS", "REDUCTIONS", "Cost", "SaliencyMethod", "reduce_channels", "gradient_saliency", "act_and_explain", "input_gradient", "batched_input_gradient",
            "target_score", "gaussian_blur", "gaussian_masks", "perturbation_saliency", "VanillaGradient", "GradientXInput",
            "IntegratedGradients", "Smoothed", "SmoothGrad", "SmoothGradSq", "VarGrad", "AdaptGrad", "Mollified", "Occlusion",
-           "PerturbationSaliency", "adaptive_sigma", "sample_kernel", "METHODS", "make_method"]
+           "PerturbationSaliency", "adaptive_sigma", "sample_kernel", "METHODS", "SAMPLING_METHODS", "make_method"]
 
 METHODS = {
     "gradient": VanillaGradient,
@@ -40,12 +42,16 @@ METHODS = {
     "smoothgrad_sq": SmoothGradSq,
     "vargrad": VarGrad,
     "adaptgrad": AdaptGrad,
-    "mollify_box": lambda **kw: Mollified(kernel="box", **kw),
-    "mollify_laplace": lambda **kw: Mollified(kernel="laplace", **kw),
-    "mollify_bump": lambda **kw: Mollified(kernel="bump", **kw),
-    "perturbation": PerturbationSaliency,
+    "mollify_box": functools.partial(Mollified, kernel="box"),
+    "mollify_laplace": functools.partial(Mollified, kernel="laplace"),
+    "mollify_bump": functools.partial(Mollified, kernel="bump"),
     "occlusion": Occlusion,
+    "perturbation": PerturbationSaliency,
 }
+
+
+#: The methods of :data:`METHODS` that average gradients over ``n_samples`` noisy copies (SmoothGrad and its kin).
+SAMPLING_METHODS = tuple(name for name, factory in METHODS.items() if issubclass(getattr(factory, "func", factory), Smoothed))
 
 
 def make_method(name: str, **kwargs) -> SaliencyMethod:

@@ -10,10 +10,11 @@ A method is an object with
   as in Simonyan et al. 2013);
 * ``cost(image_shape) -> Cost``: forward and backward passes of the policy per map (what makes a method expensive).
 
-Arguments everywhere: ``policy`` maps ``(image [N,C,H,W] float in [0,1], side [N,K] | None) -> logits [N,A]``;
-``image`` is float ``[B,C,H,W]`` in [0,1] (raw uint8 / 255; attributions are per [0,1] unit); ``action`` is int64
-``[B]`` (the action explained; perturbation saliency ignores it); ``side`` float ``[B,K]`` or None is passed through
-untouched. Methods never modify their inputs and leave no gradients on the policy's parameters.
+Arguments everywhere: ``policy`` is a :class:`digr.contracts.Policy`, ``(image [N,C,H,W] float in [0,1],
+side [N,K] | None) -> logits [N,A]``; ``image`` is float ``[B,C,H,W]`` in [0,1] (raw uint8 / 255; attributions are per
+[0,1] unit); ``action`` is int64 ``[B]`` (the action explained; perturbation saliency ignores it); ``side`` float
+``[B,K]`` or None is passed through untouched. Methods never modify their inputs and leave no gradients on the
+policy's parameters.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import abc
 from dataclasses import dataclass
 
 import torch as th
-from torch import nn
+
+from digr.contracts import Policy
 
 __all__ = ["REDUCTIONS", "Cost", "SaliencyMethod", "reduce_channels", "check_inputs"]
 
@@ -93,14 +95,14 @@ class SaliencyMethod(abc.ABC):
         self.reduce = reduce
 
     @abc.abstractmethod
-    def attribute(self, policy: nn.Module, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
+    def attribute(self, policy: Policy, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
         """Raw attribution, float ``[B, C, H, W]`` (or ``[B, 1, H, W]``); see the module docstring."""
 
     @abc.abstractmethod
     def cost(self, image_shape: tuple[int, int, int]) -> Cost:
         """Forward/backward passes per map for a ``(C, H, W)`` frame."""
 
-    def __call__(self, policy: nn.Module, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
+    def __call__(self, policy: Policy, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
         """Saliency map, float ``[B, H, W]`` (≥ 0 unless ``reduce="sum"``)."""
         return reduce_channels(self.attribute(policy, image, action, side), self.reduce)
 

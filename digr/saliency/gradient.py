@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch as th
 import torch.nn.functional as F
-from torch import nn
+from digr.contracts import Policy
 
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 
@@ -40,7 +40,7 @@ def target_score(logits: th.Tensor, action: th.Tensor, target: str = "log_prob")
     raise ValueError(f"target={target!r} is not one of {TARGETS}")
 
 
-def input_gradient(policy: nn.Module, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
+def input_gradient(policy: Policy, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
                    target: str = "log_prob", create_graph: bool = False) -> th.Tensor:
     """∂g(π(image, side))/∂image for each sample, float ``[B, C, H, W]`` (units: score per [0, 1] pixel value).
 
@@ -57,7 +57,7 @@ def input_gradient(policy: nn.Module, image: th.Tensor, action: th.Tensor, side:
     return grad
 
 
-def gradient_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
+def gradient_saliency(policy: Policy, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
                       target: str = "log_prob") -> th.Tensor:
     """Vanilla gradient saliency map, float ``[B, H, W]`` ≥ 0: max over channels of |∂g/∂x| (Simonyan et al. 2013).
 
@@ -66,7 +66,7 @@ def gradient_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor, si
     return input_gradient(policy, image, action, side, target).abs().amax(dim=1)
 
 
-def act_and_explain(policy: nn.Module, image: th.Tensor, side: th.Tensor | None = None,
+def act_and_explain(policy: Policy, image: th.Tensor, side: th.Tensor | None = None,
                     target: str = "log_prob") -> tuple[th.Tensor, th.Tensor]:
     """Greedy action and its gradient saliency map from ONE forward and ONE backward pass (DIGR's deployment path).
 
@@ -86,7 +86,7 @@ def act_and_explain(policy: nn.Module, image: th.Tensor, side: th.Tensor | None 
     return action, grad.abs().amax(dim=1)
 
 
-def batched_input_gradient(policy: nn.Module, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
+def batched_input_gradient(policy: Policy, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
                            target: str = "log_prob", batch_size: int = 256) -> th.Tensor:
     """:func:`input_gradient` over chunks of at most ``batch_size`` images (bounds memory), float ``[N, C, H, W]``.
 

@@ -6,10 +6,14 @@ For each centre (i, j) on a grid of stride d, the perturbed image is
     Φ(I, i, j) = I ⊙ (1 − M_ij) + G(I; σ_blur) ⊙ M_ij,
 
 with M_ij a Gaussian bump of std σ_mask and peak 1 centred at (i, j), and G a Gaussian blur. The score is
-S(i, j) = ½ ‖L(I) − L(Φ)‖², L = the policy's logits (the paper's "logistic units"). The (H/d)×(W/d) grid of scores is
-upsampled bilinearly to H×W. Differences from the reference code (``greydanus/visualize_atari``): masks are exact
-Gaussians rather than a blurred 5-pixel plus, centres sit at the middle of each d×d block ((d−1)/2 offset) so the
-grid covers the image symmetrically, and the blur uses reflect padding like ``scipy.ndimage.gaussian_filter``.
+S(i, j) = ½ ‖L(I) − L(Φ)‖², L = the policy's output (the paper's "logistic units"): what the policy returns, i.e. raw
+logits for DIGR's students, and log-probabilities log π(·|s) for SB3 teachers (:class:`digr.policies.SB3Teacher`
+returns the normalised logits of torch's ``Categorical``), so for those the score is ½‖Δ log π‖². The (H/d)×(W/d)
+grid of scores is upsampled bilinearly to H×W. Differences from the reference code (``greydanus/visualize_atari``):
+masks are exact Gaussians rather than a blurred 5-pixel plus, centres sit at the middle of each d×d block ((d−1)/2
+offset) so the grid covers the image symmetrically, and the blur is a separable Gaussian truncated at 4σ with
+PyTorch's ``reflect`` padding, which is scipy's ``mode="mirror"`` (the edge pixel is not repeated; the reference
+code's ``scipy.ndimage.gaussian_filter`` defaults to ``mode="reflect"``, which repeats it).
 
 Cost: (H/d)·(W/d) + 1 forward passes per frame, no backward pass; all masks of many frames go through the network
 in equal passes of at most ``internal_batch_size`` images (on 2 CPU cores ~256 is fastest: larger passes
@@ -22,8 +26,8 @@ import math
 
 import torch as th
 import torch.nn.functional as F
-from torch import nn
 
+from digr.contracts import Policy
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 
 __all__ = ["gaussian_blur", "gaussian_masks", "perturbation_saliency", "PerturbationSaliency"]
@@ -37,7 +41,10 @@ def _gaussian_kernel1d(sigma: float, dtype: th.dtype, device) -> th.Tensor:
 
 
 def gaussian_blur(image: th.Tensor, sigma: float) -> th.Tensor:
-    """Separable Gaussian blur with reflect padding, per channel. ``image``: float ``[B, C, H, W]`` → same shape.
+    """Separable Gaussian blur (std ``sigma`` pixels, truncated at 4σ), per channel, float ``[B, C, H, W]`` → same shape.
+
+    Padding: PyTorch's ``reflect`` = scipy's ``mode="mirror"`` (edge pixel not repeated); images smaller than the
+    kernel radius fall back to ``replicate`` (scipy's ``nearest``).
 
     :raises ValueError: ``sigma`` ≤ 0.
     """
@@ -72,12 +79,13 @@ def gaussian_masks(height: int, width: int, sigma: float, stride: int, dtype=th.
     return (gy[:, None, :, None] * gx[None, :, None, :]).reshape(gh * gw, height, width)
 
 
-def perturbation_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor | None = None, side: th.Tensor | None = None, *,
+def perturbation_saliency(policy: Policy, image: th.Tensor, action: th.Tensor | None = None, side: th.Tensor | None = None, *,
                           sigma_mask: float = 5.0, sigma_blur: float = 3.0, stride: int = 5,
                           internal_batch_size: int = 256, return_grid: bool = False) -> th.Tensor:
-    """Greydanus perturbation saliency, float ``[B, H, W]`` ≥ 0 (units: ½·squared logit change).
+    """Greydanus perturbation saliency, float ``[B, H, W]`` ≥ 0 (units: ½·squared change of the policy's output, i.e.
+    of the logits, or of log π for SB3 teachers; see the module docstring).
 
-    :param policy: ``(image [N,C,H,W] in [0,1], side [N,K] | None) -> logits [N, A]``.
+    :param policy: a :class:`digr.contracts.Policy`, ``(image [N,C,H,W] in [0,1], side [N,K] | None) -> [N, A]``.
     :param image: float ``[B, C, H, W]`` in [0, 1].
     :param action: unused (the score covers all logits, as in the paper); accepted for the common interface.
     :param side: float ``[B, K]`` or None; repeated unperturbed for every mask.
@@ -126,8 +134,8 @@ def perturbation_saliency(policy: nn.Module, image: th.Tensor, action: th.Tensor
 class PerturbationSaliency(SaliencyMethod):
     """Greydanus et al. 2018 perturbation saliency as a :class:`~digr.saliency.base.SaliencyMethod`.
 
-    ``attribute`` → float ``[B, 1, H, W]`` ≥ 0 (½·squared logit change; the action is ignored, the score covers all
-    logits). Cost: ceil(H/d)·ceil(W/d) + 1 forward passes, no backward pass. Parameters as :func:`perturbation_saliency`.
+    ``attribute`` → float ``[B, 1, H, W]`` ≥ 0 (½·squared change of the policy's output; the action is ignored, the
+    score covers every action's logit). Cost: ceil(H/d)·ceil(W/d) + 1 forward passes, no backward pass. Parameters as :func:`perturbation_saliency`.
     """
 
     name = "perturbation"

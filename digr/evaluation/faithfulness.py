@@ -10,10 +10,10 @@
   "Sanity Checks for Saliency Maps" (NeurIPS, arXiv 1810.03292, Sec. 3.1): a saliency method whose maps barely change
   when all of the network's weights are re-initialised does not explain the network.
 
-A policy is ``policy(image [N,C,H,W] float in [0,1], side [N,K] | None) -> logits [N, A]`` (see :mod:`digr.policies`);
+A policy is ``policy(image [N,C,H,W] float in [0,1], side [N,K] | None) -> logits [N, A]`` (:class:`digr.contracts.Policy`);
 a saliency method is ``method(policy, image, action, side) -> [B, H, W]`` (see :mod:`digr.saliency`). The policy is
 used as it is (call ``.eval()`` first if it has dropout or batch norm). Per-frame float64 results are aggregated with
-:func:`digr.metrics.nanmean_ci`.
+:func:`digr.evaluation.metrics.nanmean_ci`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from digr.metrics import spearman
+from digr.contracts import Policy, categorical_kl
+from digr.evaluation.metrics import spearman
 from digr.saliency.perturbation import gaussian_blur
 
 __all__ = ["MODES", "FaithfulnessCurves", "perturbation_curve", "deletion_curve", "insertion_curve", "randomize_weights",
@@ -71,14 +72,15 @@ def _replacement(image: th.Tensor, replacement, sigma: float) -> th.Tensor:
                          "pass a float, a [C, 1, 1] colour, a [B, C, H, W] image, or None for the blurred image") from e
 
 
-def _forward_log_probs(policy: nn.Module, x: th.Tensor, side: th.Tensor | None, batch_size: int) -> th.Tensor:
+def _forward_logits(policy: Policy, x: th.Tensor, side: th.Tensor | None, batch_size: int) -> th.Tensor:
+    """The policy's logits on ``x`` in passes of at most ``batch_size`` images, as float64 ``[N, A]``."""
     out = []
     for j in range(0, x.shape[0], batch_size):
         out.append(policy(x[j : j + batch_size], None if side is None else side[j : j + batch_size]))
-    return F.log_softmax(th.cat(out).double(), dim=1)
+    return th.cat(out).double()
 
 
-def perturbation_curve(policy: nn.Module, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None, *,
+def perturbation_curve(policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None, *,
                        mode: str = "deletion", n_steps: int = 16, replacement=None, sigma: float = 3.0,
                        batch_size: int = 256) -> FaithfulnessCurves:
     """Deletion or insertion curve of a saliency map for a policy (Petsiuk et al. 2018, RISE, Sec. 4.1).
@@ -102,7 +104,7 @@ def perturbation_curve(policy: nn.Module, image: th.Tensor, saliency, action: th
     :param image: float ``[B, C, H, W]`` in [0, 1]; not modified.
     :param saliency: float ``[B, H, W]`` (tensor or array), higher = more important; must be finite.
     :param action: int ``[B]``, the action whose probability is tracked (normally the policy's greedy action on the
-        clean frame, :func:`digr.policies.greedy_action`).
+        clean frame, :func:`digr.contracts.greedy_action`).
     :param side: float ``[B, K]`` or None; passed unchanged with every modified frame.
     :param mode: ``"deletion"`` or ``"insertion"``.
     :param n_steps: number of intervals on the fraction axis (≥ 1); H·W/n_steps pixels change per step.
@@ -149,7 +151,7 @@ def perturbation_curve(policy: nn.Module, image: th.Tensor, saliency, action: th
     probs, kls = [], []
     with th.no_grad():
         rep = _replacement(image, replacement, sigma)
-        clean = _forward_log_probs(policy, image, side, batch_size)  # [B, A]
+        clean = _forward_logits(policy, image, side, batch_size)  # [B, A]
         n_act = clean.shape[1]
         if int(action.min()) < 0 or int(action.max()) >= n_act:
             raise ValueError(f"action values must lie in [0, {n_act}) for this policy, got min {int(action.min())}, "
@@ -162,9 +164,9 @@ def perturbation_curve(policy: nn.Module, image: th.Tensor, saliency, action: th
             x = th.where(top, blr, img) if mode == "deletion" else th.where(top, img, blr)
             x = x.reshape(n * s, c, h, w)
             sd = side[sl].repeat_interleave(s, dim=0) if side is not None else None
-            lp = _forward_log_probs(policy, x, sd, batch_size).view(n, s, n_act)
-            lp0 = clean[sl, None]  # [n, 1, A]
-            kls.append((lp0.exp() * (lp0 - lp)).sum(-1).clamp_min(0.0))
+            logits = _forward_logits(policy, x, sd, batch_size).view(n, s, n_act)
+            lp = F.log_softmax(logits, dim=-1)
+            kls.append(categorical_kl(clean[sl, None], logits).clamp_min(0.0))  # KL(π(·|s) ‖ π(·|s')), [n, S]
             probs.append(lp.gather(2, action[sl, None, None].expand(n, s, 1)).squeeze(2).exp())
     prob = th.cat(probs).cpu().numpy()
     kl = th.cat(kls).cpu().numpy()
@@ -172,7 +174,7 @@ def perturbation_curve(policy: nn.Module, image: th.Tensor, saliency, action: th
                               prob_auc=np.trapezoid(prob, fractions, axis=1), kl_auc=np.trapezoid(kl, fractions, axis=1))
 
 
-def deletion_curve(policy: nn.Module, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None,
+def deletion_curve(policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None,
                    **kwargs) -> FaithfulnessCurves:
     """Deletion curve (Petsiuk et al. 2018): :func:`perturbation_curve` with ``mode="deletion"``; keyword arguments
     (``n_steps``, ``replacement``, ``sigma``, ``batch_size``) as there. LOWER ``prob_auc`` and HIGHER ``kl_auc`` are
@@ -180,7 +182,7 @@ def deletion_curve(policy: nn.Module, image: th.Tensor, saliency, action: th.Ten
     return perturbation_curve(policy, image, saliency, action, side, mode="deletion", **kwargs)
 
 
-def insertion_curve(policy: nn.Module, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None,
+def insertion_curve(policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None,
                     **kwargs) -> FaithfulnessCurves:
     """Insertion curve (Petsiuk et al. 2018): :func:`perturbation_curve` with ``mode="insertion"``; keyword arguments
     as there. HIGHER ``prob_auc`` and LOWER ``kl_auc`` are better (revealing the top-ranked pixels first should restore
@@ -275,7 +277,7 @@ def sanity_check(method: Callable, policy: nn.Module, image: th.Tensor, action: 
     """Model-parameter randomisation test (Adebayo et al. 2018, "Sanity Checks for Saliency Maps", NeurIPS, Sec. 3.1):
     Spearman rank correlation, per frame, between ``method``'s map for ``policy`` and for a copy of ``policy`` with
     re-initialised weights (:func:`randomize_weights`). The paper reports Spearman rank correlation (with and without
-    absolute values) between the two maps; :func:`digr.metrics.spearman` is used on the maps as returned.
+    absolute values) between the two maps; :func:`digr.evaluation.metrics.spearman` is used on the maps as returned.
 
     LOW correlation means the map depends on the learned weights (the method passes); a correlation near 1 means the
     method would draw the same map for an untrained network (e.g. an edge detector), so it cannot explain the policy.

@@ -6,7 +6,7 @@ their plain attributes written beside the pickle — and ``policy.pth``, a ``tor
 policy class name, plain ``policy_kwargs``) and loads ``policy.pth`` with ``torch.load(..., weights_only=True)``;
 nothing in the zip is unpickled, so a zip from anywhere is safe to import. :func:`import_sb3_zip` checks that the zip
 fits the run's environment and writes the teacher as ``teacher.safetensors`` + ``teacher.json``, the files
-:func:`digr.teacher.load_teacher` reads; the pipeline then treats it like a teacher it trained itself.
+:func:`digr.policies.teacher.load_teacher` reads; the pipeline then treats it like a teacher it trained itself.
 
 Supported: SB3 ``PPO`` (also ``A2C``) with ``CnnPolicy`` (``ActorCriticCnnPolicy``: SB3's ``NatureCNN`` of Mnih et al.
 2015 + linear actor/critic heads, optional MLP layers) on a ``Box`` image observation ``(C, H, W)`` uint8 and a
@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch as th
 
-from digr.checkpoint import CheckpointError, save_module, sha256_file, write_text_atomic
+from digr.checkpoint import save_module, sha256_file, write_text_atomic
+from digr.errors import CheckpointError
+from digr.policies.teacher import TeacherFolder, build_cnn_policy
 
 __all__ = ["read_sb3_zip", "import_sb3_zip"]
 
@@ -144,11 +146,11 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
     return spec, state
 
 
-def import_sb3_zip(zip_path: str | Path, out_dir: str | Path, image_shape: tuple[int, int, int], n_actions: int, has_side: bool = False) -> Path:
+def import_sb3_zip(zip_path: str | Path, out: TeacherFolder, image_shape: tuple[int, int, int], n_actions: int, has_side: bool = False) -> Path:
     """Check an SB3 CNN zip against the run's env and write it as a DIGR teacher.
 
     :param zip_path: SB3 ``.zip`` (see :func:`read_sb3_zip`).
-    :param out_dir: the run's ``teacher/`` folder; gets ``teacher.safetensors`` and ``teacher.json`` (atomic writes).
+    :param out: the run's teacher folder; gets ``teacher.safetensors`` and ``teacher.json`` (atomic writes).
     :param image_shape: the env's ``observation_space["image"].shape``, ``(C, H, W)``.
     :param n_actions: the env's ``action_space.n``.
     :param has_side: whether the env's observation also has a ``side`` vector (refused: a CnnPolicy takes the image only).
@@ -164,8 +166,6 @@ def import_sb3_zip(zip_path: str | Path, out_dir: str | Path, image_shape: tuple
     if tuple(want) != tuple(image_shape) or spec["spaces"]["n_actions"] != n_actions:
         raise CheckpointError(f"{zip_path} expects observations {tuple(want)} and {spec['spaces']['n_actions']} actions, but the env gives "
                               f"{tuple(image_shape)} and {n_actions}; use the env id and wrappers the agent was trained with (env.id)")
-    from digr.teacher import build_cnn_policy  # local import: digr.teacher imports this module
-
     policy = build_cnn_policy(spec)
     try:
         missing, unexpected = policy.load_state_dict(state, strict=False)
@@ -173,7 +173,6 @@ def import_sb3_zip(zip_path: str | Path, out_dir: str | Path, image_shape: tuple
         raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy ({e})") from e
     if missing or unexpected:
         raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    out = Path(out_dir)
-    save_module(policy, out / "teacher.safetensors")
-    write_text_atomic(out / "teacher.json", json.dumps(spec, indent=2))
-    return out / "teacher.safetensors"
+    save_module(policy, out.weights)
+    write_text_atomic(out.spec, json.dumps(spec, indent=2))
+    return out.weights

@@ -1,14 +1,7 @@
-"""DIGR's student objective and training loop.
+"""Distillation training: the student's data and the resumable training loop for the loss of :mod:`digr.method.loss`.
 
-Loss (our reconstruction of Xing et al. 2022, arXiv 2205.08685, built from its abstract, the RRR loss of Ross, Hughes,
-Doshi-Velez 2017 eq. 1, and policy distillation of Rusu et al. 2016):
-
-    L(θ) = E_s[ KL( π_T(·|s; τ) ‖ π_S(·|s) ) ] + λ · E_s[ ‖ M(s) ⊙ ∇_s g(π_S, s) ‖²₂ ]
-
-* π_T(·|s; τ) = softmax(teacher logits / τ); the KL is averaged over the batch ("batchmean").
-* g = log π_S(a*|s) with a* = argmax π_T (default), Σ_a log π_S(a|s), or the logit of a* (``target``).
-* M(s) ∈ {0,1}^{H×W} is broadcast over channels; ‖·‖² sums over channels and pixels, then averages over the batch.
-* The penalty is differentiated through (double backpropagation, ``create_graph=True``).
+Minibatches are drawn by a seeded permutation per epoch and the checkpoint stores model, optimiser, step, the
+sampler's RNG state and the loss history, so an interrupted run continues bit-for-bit where it stopped.
 """
 
 from __future__ import annotations
@@ -20,60 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
-import torch.nn.functional as F
 from torch import nn
 
 from digr.checkpoint import load_training_state, save_training_state
-from digr.saliency.gradient import input_gradient
 
-__all__ = ["kl_teacher_student", "masked_gradient_penalty", "digr_loss", "DistillData", "train_student"]
+from digr.method.loss import digr_loss
 
-
-def kl_teacher_student(teacher_logits: th.Tensor, student_logits: th.Tensor, tau: float = 1.0) -> th.Tensor:
-    """KL(softmax(t/τ) ‖ softmax(s)), averaged over the batch, in nats (scalar float ≥ 0).
-
-    :param teacher_logits: float ``[B, A]`` (no gradient flows into it).
-    :param student_logits: float ``[B, A]``.
-    :param tau: teacher temperature > 0 (Rusu et al. 2016).
-    """
-    p_log = F.log_softmax(teacher_logits.detach() / tau, dim=1)
-    q_log = F.log_softmax(student_logits, dim=1)
-    return (p_log.exp() * (p_log - q_log)).sum(dim=1).mean()
-
-
-def masked_gradient_penalty(student: nn.Module, image: th.Tensor, action: th.Tensor, mask: th.Tensor,
-                            side: th.Tensor | None = None, target: str = "log_prob") -> th.Tensor:
-    """mean_b Σ_{c,h,w} (M_bhw · ∂g_b/∂x_bchw)², differentiable w.r.t. the student's parameters (scalar float ≥ 0).
-
-    :param image: float ``[B, C, H, W]`` in [0, 1]. :param action: int64 ``[B]`` (a* for ``log_prob``/``logit``).
-    :param mask: float ``[B, H, W]`` (or ``[B, C, H, W]``) in {0, 1}; 1 = penalised. Units of the result:
-        (score per [0, 1] pixel value)².
-    """
-    grad = input_gradient(student, image, action, side, target, create_graph=True)
-    m = mask.unsqueeze(1) if mask.ndim == 3 else mask
-    return (m * grad).pow(2).flatten(1).sum(dim=1).mean()
-
-
-def digr_loss(student: nn.Module, image: th.Tensor, teacher_logits: th.Tensor, mask: th.Tensor | None, lam: float,
-              side: th.Tensor | None = None, tau: float = 1.0, target: str = "log_prob",
-              penalty_rows: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-    """Total DIGR loss and its two terms ``(total, kl, penalty)``.
-
-    With ``lam == 0`` or ``mask is None`` the penalty is not computed (returned as 0) and the loss is plain
-    distillation. a* = argmax of the teacher logits. ``penalty_rows`` (int64 ``[k]``, optional) computes the penalty's
-    batch mean on those rows only: an unbiased estimate of the full-batch mean when the rows are drawn uniformly,
-    at k/B of the double-backprop cost.
-    """
-    student_logits = student(image, side)
-    kl = kl_teacher_student(teacher_logits, student_logits, tau)
-    if lam == 0 or mask is None:
-        return kl, kl.detach(), th.zeros((), device=kl.device)
-    a_star = teacher_logits.argmax(dim=1)
-    if penalty_rows is not None:
-        image, a_star, mask = image[penalty_rows], a_star[penalty_rows], mask[penalty_rows]
-        side = None if side is None else side[penalty_rows]
-    pen = masked_gradient_penalty(student, image, a_star, mask, side, target)
-    return kl + lam * pen, kl.detach(), pen.detach()
+__all__ = ["DistillData", "train_student"]
 
 
 @dataclass
@@ -91,6 +37,18 @@ class DistillData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def concat(self, other: DistillData) -> DistillData:
+        """Rows of ``self`` followed by those of ``other`` (DAgger adds the student's states to its data).
+
+        :raises ValueError: one has side inputs or masks and the other has not.
+        """
+        if (self.side is None) != (other.side is None) or (self.masks is None) != (other.masks is None):
+            raise ValueError("concat needs both datasets with side inputs and masks, or both without")
+        side = None if self.side is None else np.concatenate([self.side, other.side])
+        masks = None if self.masks is None else np.concatenate([self.masks, other.masks])
+        return DistillData(np.concatenate([self.images, other.images]), np.concatenate([self.teacher_logits, other.teacher_logits]),
+                           side, masks)  # fmt: skip
 
 
 def train_student(student: nn.Module, data: DistillData, *, lam: float, steps: int, batch_size: int, lr: float,

@@ -1,0 +1,262 @@
+"""Teachers: an SB3 actor-critic policy behind the DIGR policy contract, and the files a teacher folder holds.
+
+A teacher folder (:class:`TeacherFolder`, the ``teacher/`` folder of a run or a committed teacher under
+``experiments/teachers/``) holds
+
+* ``teacher.safetensors`` + ``teacher.json`` — weights and the architecture/observation spec (with ``num_timesteps``
+  and ``train_wall_s``); DIGR reloads the teacher from these (:func:`load_teacher`, no unpickling);
+* ``teacher.zip`` — the standard SB3 zip (for SB3 tools: ``PPO.load``, rl-zoo ``enjoy``), when DIGR trained it;
+* ``provenance.json`` — the command, seed, env and teacher config the teacher was trained with;
+* ``curve.csv`` — the learning curve (:mod:`digr.policies.ppo`); ``checkpoint/`` — the resumable training state;
+* ``evaluation.json`` (committed teachers) — a recorded evaluation.
+
+:class:`SB3Teacher` adapts an SB3 policy through public API only (``policy.get_distribution(obs).distribution.logits``
+and ``policy.predict_values``). SB3 divides uint8 image observations by 255 inside the policy, so the adapter hands it
+``255·image``: gradients then come out per [0, 1] pixel unit. Its output is ``log π(·|s)`` (torch's ``Categorical``
+normalises the logits), so a perturbation map of an SB3 teacher scores ½‖Δ log π‖².
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
+from torch import nn
+
+from digr.checkpoint import load_module
+from digr.errors import CheckpointError, ConfigError
+from digr.policies.nets import DEFAULT_GRID_CHANNELS, GridCNN
+
+__all__ = [
+    "ARCH_DEFAULTS",
+    "GridExtractor",
+    "SB3Teacher",
+    "TeacherFolder",
+    "build_cnn_policy",
+    "copy_pretrained_teacher",
+    "load_teacher",
+    "sb3_policy_kwargs",
+    "teacher_spaces",
+]
+
+#: Architecture fields of a teacher spec (``teacher.json`` ``policy_kwargs``) and their values where a spec omits them.
+ARCH_DEFAULTS = {"arch": "grid", "cell": 8, "features_dim": 256, "channels": list(DEFAULT_GRID_CHANNELS)}
+
+
+@dataclass(frozen=True)
+class TeacherFolder:
+    """The files of a teacher folder (module docstring). Knows paths only; creates nothing.
+
+    :param root: the folder, e.g. ``runs/<name>/teacher`` or ``experiments/teachers/breakout``.
+    """
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "teacher.safetensors"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "teacher.json"
+
+    @property
+    def sb3_zip(self) -> Path:
+        return self.root / "teacher.zip"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "provenance.json"
+
+    @property
+    def curve(self) -> Path:
+        return self.root / "curve.csv"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoint"
+
+    @property
+    def checkpoint_policy(self) -> Path:
+        return self.checkpoint_dir / "policy.safetensors"
+
+    @property
+    def checkpoint_state(self) -> Path:
+        return self.checkpoint_dir / "state.pt"
+
+
+class SB3Teacher(nn.Module):
+    """Wrap an SB3 ``ActorCriticPolicy`` (Dict obs with ``"image"`` uint8 and optional ``"side"``, or a Box image
+    observation as SB3's ``CnnPolicy``) as a :class:`digr.contracts.Policy` with a critic.
+
+    ``forward(image [B,C,H,W] float in [0,1], side [B,K] | None)`` returns log π(·|s), float ``[B, A]``;
+    :meth:`value` returns the critic V(s), float ``[B]``. Both accept gradients w.r.t. ``image`` (units: per [0, 1]
+    pixel value).
+
+    :raises ValueError: (on call) a side input for a policy on a Box image, which takes the image only.
+    """
+
+    def __init__(self, sb3_policy):
+        super().__init__()
+        self.policy = sb3_policy
+        self.policy.set_training_mode(False)
+
+    def _obs(self, image: th.Tensor, side: th.Tensor | None) -> dict | th.Tensor:
+        if not isinstance(self.policy.observation_space, spaces.Dict):  # SB3 CnnPolicy on a Box image (imported zip)
+            if side is not None:
+                raise ValueError("this teacher takes the image only (SB3 CnnPolicy on a Box observation); pass side=None")
+            return image * 255.0
+        obs = {"image": image * 255.0}
+        if side is not None:
+            obs["side"] = side
+        return obs
+
+    def forward(self, image: th.Tensor, side: th.Tensor | None = None) -> th.Tensor:
+        return self.policy.get_distribution(self._obs(image, side)).distribution.logits
+
+    def value(self, image: th.Tensor, side: th.Tensor | None = None) -> th.Tensor:
+        """Critic V(s), float32 ``[B]``."""
+        return self.policy.predict_values(self._obs(image, side)).squeeze(-1)
+
+
+class GridExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor around :class:`digr.policies.nets.GridCNN` for contract observations (SB3 has already
+    scaled ``image`` to [0, 1]). Output: float ``[B, features_dim]``."""
+
+    def __init__(self, observation_space: spaces.Dict, cell: int = 8, features_dim: int = 256,
+                 channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS):  # fmt: skip
+        super().__init__(observation_space, features_dim)
+        side = observation_space.spaces.get("side")
+        self.net = GridCNN(observation_space["image"].shape, side.shape[0] if side is not None else 0, cell, features_dim, tuple(channels))
+
+    def forward(self, obs: dict) -> th.Tensor:
+        return self.net(obs["image"], obs.get("side"))
+
+
+def sb3_policy_kwargs(arch: str = "grid", cell: int = 8, features_dim: int = 256, channels=DEFAULT_GRID_CHANNELS) -> dict:
+    """SB3 ``policy_kwargs`` of a DIGR teacher: :class:`GridExtractor` (``arch="grid"``) or SB3's ``CombinedExtractor``
+    with its Nature-DQN ``NatureCNN`` (``arch="nature"``, Atari, as RL-Zoo), shared by actor and critic."""
+    if arch == "nature":
+        return {"features_extractor_class": CombinedExtractor, "features_extractor_kwargs": {"cnn_output_dim": features_dim},
+                "share_features_extractor": True, "normalize_images": True}  # fmt: skip
+    return {"features_extractor_class": GridExtractor,
+            "features_extractor_kwargs": {"cell": cell, "features_dim": features_dim, "channels": tuple(channels)},
+            "share_features_extractor": True, "normalize_images": True}  # fmt: skip
+
+
+def teacher_spaces(env: gym.Env) -> dict:
+    """JSON-safe description of an env's observation and action spaces (stored in ``teacher.json``):
+    ``{"observation": {"image": [C, H, W][, "side": [K]]}, "n_actions": A}``."""
+    obs = {"image": list(env.observation_space["image"].shape)}
+    if "side" in env.observation_space.spaces:
+        obs["side"] = list(env.observation_space["side"].shape)
+    return {"observation": obs, "n_actions": int(env.action_space.n)}
+
+
+def _spaces_from(spec: dict) -> tuple[spaces.Dict, spaces.Discrete]:
+    obs = {"image": spaces.Box(0, 255, tuple(spec["observation"]["image"]), np.uint8)}
+    if "side" in spec["observation"]:
+        obs["side"] = spaces.Box(-np.inf, np.inf, tuple(spec["observation"]["side"]), np.float32)
+    return spaces.Dict(obs), spaces.Discrete(spec["n_actions"])
+
+
+def build_cnn_policy(spec: dict) -> ActorCriticCnnPolicy:
+    """SB3 ``ActorCriticCnnPolicy`` (NatureCNN + heads) on a Box uint8 image, from a ``teacher.json`` spec of
+    :func:`digr.policies.sb3_zip.read_sb3_zip` (untrained weights; load them with :func:`digr.checkpoint.load_module`).
+
+    :raises KeyError, TypeError: a spec without the fields ``read_sb3_zip`` writes.
+    """
+    kw = spec["policy_kwargs"]
+    obs_space = spaces.Box(0, 255, tuple(spec["spaces"]["observation"]["image"]), np.uint8)
+    return ActorCriticCnnPolicy(obs_space, spaces.Discrete(spec["spaces"]["n_actions"]), lr_schedule=lambda _: 0.0,
+                                net_arch=dict(kw["net_arch"]), features_extractor_kwargs={"features_dim": kw["features_dim"]},
+                                share_features_extractor=kw["share_features_extractor"], normalize_images=kw["normalize_images"],
+                                activation_fn=getattr(th.nn, kw.get("activation_fn", "Tanh")))  # fmt: skip
+
+
+def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
+    """Rebuild a teacher from ``teacher.safetensors`` + ``teacher.json`` (written by :func:`digr.policies.ppo.train_teacher`
+    or :func:`digr.policies.sb3_zip.import_sb3_zip`), no unpickling; eval mode.
+
+    :param path: the weights file (:attr:`TeacherFolder.weights`); the spec is the ``.json`` beside it.
+    :raises CheckpointError: missing/corrupt files or weights that do not fit the spec.
+    """
+    path = Path(path)
+    spec_path = path.with_suffix(".json")
+    if not spec_path.is_file():
+        raise CheckpointError(f"teacher spec {spec_path} missing; re-run `digr teacher`")
+    try:
+        spec = json.loads(spec_path.read_text())
+        obs_space, act_space = _spaces_from(spec["spaces"])
+        if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy zip (digr.policies.sb3_zip)
+            policy = build_cnn_policy(spec)
+        else:
+            policy = MultiInputActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
+                                                 **sb3_policy_kwargs(**{**ARCH_DEFAULTS, **spec["policy_kwargs"]}))  # fmt: skip
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"teacher spec {spec_path} is corrupt or describes no buildable policy ({e}); re-run `digr teacher`") from e
+    load_module(policy, path)
+    return SB3Teacher(policy.to(device)).eval()
+
+
+def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces: dict, arch) -> Path:
+    """Copy a saved DIGR teacher (``teacher.safetensors`` + ``teacher.json`` [+ ``curve.csv``, ``provenance.json``,
+    ``teacher.zip``]) into a run's teacher folder.
+
+    The teacher is loaded once (:func:`load_teacher`) to check that it is intact, fits the env and has the architecture
+    the config describes (students are built from it) before anything is copied. Files are copied atomically, one by
+    one, ``teacher.safetensors`` last; optional files the source lacks are removed from ``out`` so that nothing of an
+    earlier teacher is left beside the new one.
+
+    :param src_dir: folder written by ``digr teacher`` (a run's ``teacher/``), e.g. ``experiments/teachers/breakout``.
+    :param out: the run's teacher folder (created).
+    :param env_spaces: the env's :func:`teacher_spaces` (image shape, side length, number of actions).
+    :param arch: the run's teacher config section (``arch``, ``cell``, ``features_dim``, ``channels`` are read).
+    :returns: path of the copied ``teacher.safetensors``.
+    :raises CheckpointError: missing or corrupt files, or a teacher made for other observations or action counts.
+    :raises ConfigError: ``arch``, ``cell``, ``features_dim`` or ``channels`` differ from the saved teacher's.
+    """
+    src = TeacherFolder(src_dir)
+    if not src.weights.is_file():
+        raise CheckpointError(f"teacher.pretrained: {src.weights} not found; point it at a folder written by `digr teacher`")
+    load_teacher(src.weights)
+    spec = json.loads(src.spec.read_text())
+    if spec["spaces"] != env_spaces:
+        raise CheckpointError(f"teacher.pretrained: {src.root} was trained on {spec['spaces']}, but the env gives {env_spaces}; "
+                              "use the env it was trained on (see its provenance.json)")  # fmt: skip
+    if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy: the Nature-DQN CNN
+        saved = {**ARCH_DEFAULTS, "arch": "nature", "features_dim": spec["policy_kwargs"]["features_dim"]}
+    else:  # the same reading of the spec as load_teacher
+        saved = {**ARCH_DEFAULTS, **spec["policy_kwargs"]}
+    fields = ("arch", "features_dim") if arch.arch == "nature" else tuple(ARCH_DEFAULTS)
+    wanted = {k: list(getattr(arch, k)) if k == "channels" else getattr(arch, k) for k in fields}
+    saved = {k: list(saved[k]) if k == "channels" else saved[k] for k in fields}
+    diff = {f"teacher.{k}": (wanted[k], saved[k]) for k in fields if wanted[k] != saved[k]}
+    if diff:
+        raise ConfigError(f"teacher.pretrained: {src.root} has a different architecture; set "
+                          + ", ".join(f"{k}: {v[1]} (config has {v[0]})" for k, v in diff.items()))  # fmt: skip
+    out.root.mkdir(parents=True, exist_ok=True)
+    for name in ("curve", "provenance", "sb3_zip", "spec", "weights"):
+        source, target = getattr(src, name), getattr(out, name)
+        if source.is_file():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)
+        elif name != "weights":
+            target.unlink(missing_ok=True)
+    return out.weights

@@ -1,0 +1,154 @@
+"""What a run writes besides the method's artefacts: run info and provenance, progress lines, figures, tables and the
+report, each put where :class:`digr.running.run_folder.RunFolder` says. Rendering itself is :mod:`digr.report`'s; this
+module only feeds it the run's rows and writes the results (atomically)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+import torch as th
+import yaml
+
+from digr.checkpoint import save_npy_atomic, write_text_atomic
+from digr.evaluation.latency import bench_latency as _bench_latency
+from digr.evaluation.latency import random_frames
+from digr.method.dataset import StateDataset
+from digr.policies import PolicyNet, load_student, load_teacher
+from digr.policies.teacher import TeacherFolder
+from digr.report.attack import attack_section, robustness_table
+from digr.report.bench import bench_section, bench_table
+from digr.report.figures import plot_curve, plot_distill_history, plot_quality_vs_cost, plot_return_vs_eps, plot_saliency_grid
+from digr.report.run import FIGURES, run_report
+from digr.running.config import ExperimentConfig, config_to_dict
+from digr.running.console import log
+from digr.running.run_folder import RunFolder
+from digr.running.stages import Stages
+from digr.running.tracking import Tracker
+
+__all__ = [
+    "bench_latency",
+    "distill_progress",
+    "run_figures",
+    "save_maps",
+    "teacher_progress",
+    "tracked_metrics",
+    "write_attack",
+    "write_bench",
+    "write_provenance",
+    "write_report",
+    "write_run_info",
+]
+
+save_maps = save_npy_atomic
+
+
+def write_run_info(folder: RunFolder, cfg: ExperimentConfig, version: str) -> None:
+    """``config.yml`` (the resolved config) and ``run_info.json`` (versions, command, threads)."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder.config_yml, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    info = {"digr": version, "python": platform.python_version(), "torch": th.__version__, "command": " ".join(sys.argv),
+            "threads": th.get_num_threads()}  # fmt: skip
+    write_text_atomic(folder.run_info, json.dumps(info, indent=2))
+
+
+def write_provenance(teacher: TeacherFolder, cfg: ExperimentConfig, version: str) -> None:
+    """``provenance.json`` beside a trained teacher: how it was made (kept when the folder is reused as
+    ``teacher.pretrained``)."""
+    c = config_to_dict(cfg)
+    provenance = {"command": " ".join(sys.argv), "seed": cfg.seed, "env": c["env"], "teacher": c["teacher"], "digr": version,
+                  "torch": th.__version__, "threads": th.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    write_text_atomic(teacher.provenance, json.dumps(provenance, indent=2))
+
+
+def teacher_progress(tracker: Tracker, t, row: dict) -> None:
+    """Log one learning-curve row of PPO (:mod:`digr.policies.ppo`): to the tracker, and every 10th rollout to the console."""
+    tracker.log({f"teacher/{k}": v for k, v in row.items()}, step=int(row["steps"]))
+    if row["steps"] % (t.n_envs * t.n_steps * 10) < t.n_envs * t.n_steps:
+        score = f"  game score {row['mean_score']:.1f}" if row["mean_score"] == row["mean_score"] else ""
+        log(f"teacher: {row['steps']:>8d}/{t.total_timesteps} steps  success {row['success_rate']:.2f}  return {row['mean_return']:.3f}"
+            f"{score}  {row['steps_per_sec']:.0f} steps/s")  # fmt: skip
+
+
+def distill_progress(tracker: Tracker, name: str, total: int, row: dict) -> None:
+    """Log one loss-history row of a student: to the tracker, and every 500 steps to the console."""
+    tracker.log({f"distill/{name}/{k}": v for k, v in row.items() if k != "step"})
+    if row["step"] % 500 == 0 or row["step"] == total:
+        log(f"distill: {name} step {row['step']}/{total} KL {row['kl']:.4f} penalty {row['penalty']:.3e}")
+
+
+def tracked_metrics(metrics: dict) -> dict:
+    """The headline numbers of ``metrics.json`` for the tracker: success rates and Spearman agreement."""
+    agents = {"teacher": metrics["teacher"], **metrics["students"]}
+    flat = {f"eval/{n}/success_rate": a["rollout"]["success_rate"] for n, a in agents.items()}
+    flat.update({f"eval/{n}/spearman": q["spearman"]["mean"] for n, q in metrics["maps"].items() if "spearman" in q})
+    return flat
+
+
+def run_figures(folder: RunFolder, cfg: ExperimentConfig, held: StateDataset, maps: dict[str, np.ndarray]) -> None:
+    """The report's figures: the teacher's learning curve (if it has one), saliency overlays on evenly spaced held-out
+    frames, and the students' loss curves."""
+    if folder.teacher.curve.is_file():
+        plot_curve(folder.teacher.curve, folder.figure("teacher_curve"), f"Teacher (PPO) on {cfg.env.id.split(':')[-1]}")
+    n = min(cfg.evaluate.figure_frames, len(held))
+    if n:
+        idx = np.linspace(0, len(held) - 1, n).astype(int)
+        plot_saliency_grid(held.images[idx], {k: v[idx] for k, v in maps.items()}, folder.figure("saliency_grid"), held.target_mask[idx])
+    histories = {s.name: json.loads(folder.student(s.name).history.read_text()) for s in cfg.distill.students}
+    plot_distill_history(histories, folder.figure("distill_curves"))
+
+
+def write_bench(folder: RunFolder, results: dict) -> None:
+    """``saliency_bench/``: results.json, table.md and the quality-vs-cost figure."""
+    folder.bench.dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder.bench.results, json.dumps(results, indent=2))
+    write_text_atomic(folder.bench.table, bench_table(results) + "\n")
+    plot_quality_vs_cost(results, folder.bench.figure)
+
+
+def write_attack(folder: RunFolder, rows: list[dict]) -> None:
+    """``attack/table.md`` and the return-vs-ε figure, from the merged rows."""
+    write_text_atomic(folder.attack.table, robustness_table(rows) + "\n")
+    plot_return_vs_eps(rows, folder.attack.figure)
+
+
+def write_report(folder: RunFolder, stages: Stages):
+    """(Re)write ``report.md`` from ``metrics.json``, the figures that exist and the saliency-bench and attack results;
+    the config shown is the one the evaluation was made with. Returns its path, or None before the first evaluation
+    (the sections join the report when ``digr evaluate`` writes it)."""
+    cfg = stages.config_of("evaluate")
+    if cfg is None or not folder.metrics.is_file():
+        return None
+    figures = {name: folder.link(folder.figure(name)) for name in FIGURES if folder.figure(name).is_file()}
+    sections = []
+    if folder.bench.results.is_file():
+        sections.append(bench_section(json.loads(folder.bench.results.read_text()), folder.link(folder.bench.figure)))
+    if folder.attack.results.is_file():
+        sections.append(attack_section(json.loads(folder.attack.results.read_text()), folder.link(folder.attack.figure)))
+    write_text_atomic(folder.report, run_report(json.loads(folder.metrics.read_text()), cfg, figures, sections))
+    return folder.report
+
+
+def bench_latency(folder: RunFolder, cfg: ExperimentConfig, env_fn, batches, repeats: int, threads) -> tuple[list[dict], str]:
+    """``digr bench saliency``: latency rows at each thread count, with the run's trained teacher and last student when
+    the run folder has them, else untrained networks of the configured architecture, on frames of the run's env.
+
+    :returns: ``(rows, source)``; ``source`` says which networks were timed.
+    """
+    image, side = random_frames(env_fn, max(batches), cfg.seed)
+    env = env_fn()
+    n_actions = env.action_space.n
+    env.close()
+    t = cfg.teacher
+    untrained = functools.partial(PolicyNet, tuple(image.shape[1:]), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim,
+                                  arch=t.arch, channels=t.channels)  # fmt: skip
+    trained = folder.teacher.weights.is_file()
+    teacher = load_teacher(folder.teacher.weights) if trained else untrained().eval()
+    last = folder.student(cfg.distill.students[-1].name).weights if cfg.distill.students else None
+    student = load_student(last) if last is not None and last.is_file() else untrained().eval()
+    source = f"trained teacher/student from {folder.root}" if trained else "untrained networks of the configured architecture"
+    return _bench_latency(teacher, student, image, side, cfg.perturbation, batches, repeats, threads), source
