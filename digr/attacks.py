@@ -83,9 +83,20 @@ from torch import nn
 from digr.contracts import Policy, categorical_kl, is_gaussian, policy_std
 
 __all__ = [
-    "ATTACK_NAMES", "Attack", "RandomNoise", "FGSM", "PGD", "MAD", "CriticAttack", "make_attack",
-    "parse_eps", "eps_to_255", "eps_to_uint8", "format_eps", "quantize_to_ball",
+    "ATTACK_NAMES",
+    "FGSM",
+    "MAD",
+    "PGD",
+    "Attack",
+    "CriticAttack",
+    "RandomNoise",
     "action_divergence",
+    "eps_to_255",
+    "eps_to_uint8",
+    "format_eps",
+    "make_attack",
+    "parse_eps",
+    "quantize_to_ball",
 ]
 
 #: Names accepted by :func:`make_attack` (``pgd<K>``, ``mad<K>``, ``critic<K>`` also work, e.g. ``pgd20``).
@@ -95,6 +106,7 @@ _GRID_TOL = 1e-3  # in uint8 levels: float error allowed when computing the grid
 
 
 # ----------------------------------------------------------------------------------------------------- budget units
+
 
 def parse_eps(value: str | float | int) -> float:
     """Read an ℓ∞ budget in [0, 1] pixel units from ``"1/255"``, ``"3/255"``, ``"0.004"``, ``"0"`` or a number.
@@ -114,16 +126,19 @@ def parse_eps(value: str | float | int) -> float:
         try:
             num, den = (float(m.group(1)), float(m.group(2))) if m else (float(text), 1.0)
         except ValueError:
-            raise ValueError(f"eps={value!r} is not a number or fraction; write e.g. '1/255', '3/255' or '0.004' "
-                             "([0, 1] pixel units)") from None
+            raise ValueError(
+                f"eps={value!r} is not a number or fraction; write e.g. '1/255', '3/255' or '0.004' ([0, 1] pixel units)"
+            ) from None
         if den == 0:
             raise ValueError(f"eps={value!r} divides by zero; write e.g. '1/255'")
         eps = num / den
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps={text} must be a finite number ≥ 0 ([0, 1] pixel units, e.g. '1/255')")
     if eps > 1:
-        raise ValueError(f"eps={text} is larger than 1, but budgets are in [0, 1] pixel units (raw uint8 / 255); "
-                         f"for {text} grey levels write '{text}/255'")
+        raise ValueError(
+            f"eps={text} is larger than 1, but budgets are in [0, 1] pixel units (raw uint8 / 255); "
+            f"for {text} grey levels write '{text}/255'"
+        )
     return eps
 
 
@@ -134,7 +149,7 @@ def eps_to_255(eps: float) -> float:
 
 def eps_to_uint8(eps: float) -> int:
     """Largest whole number of uint8 grey levels a quantised attack can move an on-grid pixel: floor(255·ε) (int ≥ 0)."""
-    return int(math.floor(float(eps) * 255.0 + _GRID_TOL))
+    return math.floor(float(eps) * 255.0 + _GRID_TOL)
 
 
 def format_eps(eps: float) -> str:
@@ -148,6 +163,7 @@ def format_eps(eps: float) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- measurement
+
 
 def action_divergence(policy: Policy, clean: th.Tensor, adv: th.Tensor) -> th.Tensor:
     """KL(π(·|s) ‖ π(·|s')) per frame, float ``[B]`` ≥ 0 (nats).
@@ -199,6 +215,7 @@ def _uniform(shape: th.Size, eps: float, generator: th.Generator, like: th.Tenso
 
 # ----------------------------------------------------------------------------------------------------------- attacks
 
+
 class Attack(abc.ABC):
     """Base class of the ℓ∞ attacks: ``attack(policy, image, side=None, generator=None) -> image_adv``.
 
@@ -226,15 +243,21 @@ class Attack(abc.ABC):
 
     def describe(self) -> dict:
         """JSON-safe description: ``{"name", "eps", "eps_255", "quantize", "seed", ...attack parameters}``."""
-        return {"name": self.name, "eps": self.eps, "eps_255": eps_to_255(self.eps), "quantize": self.quantize,
-                "seed": self.seed}
+        return {
+            "name": self.name,
+            "eps": self.eps,
+            "eps_255": eps_to_255(self.eps),
+            "quantize": self.quantize,
+            "seed": self.seed,
+        }
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k not in ("name", "eps_255"))
         return f"{type(self).__name__}({args})"
 
-    def __call__(self, policy: Policy, image: th.Tensor, side: th.Tensor | None = None,
-                 generator: th.Generator | None = None) -> th.Tensor:
+    def __call__(
+        self, policy: Policy, image: th.Tensor, side: th.Tensor | None = None, generator: th.Generator | None = None
+    ) -> th.Tensor:
         """Attack ``image`` (float ``[B, C, H, W]`` in [0, 1]); ``side`` (``[B, K]`` or None) is passed through untouched.
 
         :param generator: CPU ``torch.Generator`` for the random parts; default the attack's own (seeded) generator.
@@ -244,14 +267,19 @@ class Attack(abc.ABC):
             :func:`digr.contracts.obs_to_tensors`, which divides by 255).
         """
         if not isinstance(image, th.Tensor) or not image.is_floating_point():
-            raise TypeError(f"image must be a float tensor [B, C, H, W] in [0, 1], got {type(image).__name__} "
-                            f"{getattr(image, 'dtype', '')}; convert uint8 observations with digr.contracts.obs_to_tensors")
+            raise TypeError(
+                f"image must be a float tensor [B, C, H, W] in [0, 1], got {type(image).__name__} "
+                f"{getattr(image, 'dtype', '')}; convert uint8 observations with digr.contracts.obs_to_tensors"
+            )
         if image.ndim != 4:
-            raise ValueError(f"image must be [B, C, H, W], got shape {tuple(image.shape)}; "
-                             "add a batch dimension with unsqueeze(0)")
+            raise ValueError(
+                f"image must be [B, C, H, W], got shape {tuple(image.shape)}; add a batch dimension with unsqueeze(0)"
+            )
         if image.numel() and (float(image.min()) < 0.0 or float(image.max()) > 1.0):
-            raise ValueError(f"image values must lie in [0, 1] (raw uint8 / 255), got [{float(image.min()):.3g}, "
-                             f"{float(image.max()):.3g}]; divide uint8 pixels by 255 (digr.contracts.obs_to_tensors)")
+            raise ValueError(
+                f"image values must lie in [0, 1] (raw uint8 / 255), got [{float(image.min()):.3g}, "
+                f"{float(image.max()):.3g}]; divide uint8 pixels by 255 (digr.contracts.obs_to_tensors)"
+            )
         if self.eps == 0.0:
             return image.clone()
         gen = self.generator if generator is None else generator
@@ -287,9 +315,11 @@ def _loss_fn(policy: Policy, image: th.Tensor, side: th.Tensor | None, objective
     if objective == "critic":
         value = getattr(policy, "value", None)
         if not callable(value):
-            raise TypeError(f"the critic attack needs a value head, but {type(policy).__name__} has no "
-                            "`value(image, side) -> [B]` method; attack a teacher with a critic (digr.policies.SB3Teacher) "
-                            "or use 'pgd10'/'mad' for policies without one")
+            raise TypeError(
+                f"the critic attack needs a value head, but {type(policy).__name__} has no "
+                "`value(image, side) -> [B]` method; attack a teacher with a critic (digr.policies.SB3Teacher) "
+                "or use 'pgd10'/'mad' for policies without one"
+            )
         return lambda x: -value(x, side).sum()
     with th.no_grad():
         clean = policy(image, side).detach()
@@ -353,14 +383,23 @@ class PGD(Attack):
     objective = "ce"
     default_step_factor = 2.5
 
-    def __init__(self, eps: float | str, steps: int = 10, step_size: float | None = None, random_start: bool = True, *,
-                 quantize: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        eps: float | str,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        *,
+        quantize: bool = True,
+        seed: int = 0,
+    ):
         super().__init__(eps, quantize=quantize, seed=seed)
         if int(steps) < 1:
             raise ValueError(f"steps={steps} must be ≥ 1")
         if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size={step_size} must be > 0 ([0, 1] pixel units), "
-                             f"or None for {self.default_step_factor}·eps/steps")
+            raise ValueError(
+                f"step_size={step_size} must be > 0 ([0, 1] pixel units), or None for {self.default_step_factor}·eps/steps"
+            )
         self.steps = int(steps)
         self.step_size = None if step_size is None else float(step_size)
         self.random_start = bool(random_start)

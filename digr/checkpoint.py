@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 
-
-
 def sha256_file(path: str | Path) -> str:
     """SHA-256 of a file's bytes as 64 lowercase hex characters, read in 1 MiB blocks (weights fingerprints).
 
@@ -123,9 +121,13 @@ def load_module(module: nn.Module, path: str | Path) -> nn.Module:
     try:
         missing, unexpected = load_model(module, str(path), strict=False)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or does not fit the model ({e}); delete it and re-run its stage") from e
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or does not fit the model ({e}); delete it and re-run its stage"
+        ) from e
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not fit the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
     return module
 
 
@@ -149,4 +151,6 @@ def load_training_state(path: str | Path) -> dict:
     try:
         return th.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated/foreign files
-        raise CheckpointError(f"training state {path} is corrupt ({type(e).__name__}: {e}); delete it to restart that stage") from e
+        raise CheckpointError(
+            f"training state {path} is corrupt ({type(e).__name__}: {e}); delete it to restart that stage"
+        ) from e

@@ -37,23 +37,45 @@ def _parser() -> argparse.ArgumentParser:
     add("run", "run every stage, skipping finished ones")
     add("config", "print the resolved config with every field's help, unit and default")
     t = add("teacher", "train or resume the teacher")
-    t.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget: checkpoint and stop after this many minutes (resume later)")
+    t.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget: checkpoint and stop after this many minutes (resume later)",
+    )
     d = add("distill", "collect states, compute teacher maps and distil the students")
     d.add_argument("--student", default=None, help="train only this student")
     add("evaluate", "evaluate teacher and students and write the report")
-    add("saliency-bench", "every saliency method on the teacher and each student: quality-vs-cost table and plot (needs the students)")
+    add(
+        "saliency-bench",
+        "every saliency method on the teacher and each student: quality-vs-cost table and plot (needs the students)",
+    )
     at = add("attack", "robustness of teacher and students to l-inf observation attacks (needs the students)")
-    at.add_argument("--attacks", default=None, help="comma-separated attack names, e.g. random,fgsm,pgd10,pgd50,mad,critic (default: config)")
-    at.add_argument("--eps", default=None, help="comma-separated budgets in [0,1] pixel units, e.g. 1/255,3/255,5/255 (default: config)")
-    at.add_argument("--agents", default=None, help="comma-separated agents to attack: teacher and/or student names (default: config, or all)")
-    at.add_argument("--episodes", type=int, default=None, help="closed-loop episodes per (agent, attack, eps) (default: config)")
+    at.add_argument(
+        "--attacks",
+        default=None,
+        help="comma-separated attack names, e.g. random,fgsm,pgd10,pgd50,mad,critic (default: config)",
+    )
+    at.add_argument(
+        "--eps", default=None, help="comma-separated budgets in [0,1] pixel units, e.g. 1/255,3/255,5/255 (default: config)"
+    )
+    at.add_argument(
+        "--agents",
+        default=None,
+        help="comma-separated agents to attack: teacher and/or student names (default: config, or all)",
+    )
+    at.add_argument(
+        "--episodes", type=int, default=None, help="closed-loop episodes per (agent, attack, eps) (default: config)"
+    )
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     bs = b.add_parser("saliency", help="latency of student gradient vs teacher perturbation saliency")
     bs.add_argument("config")
     bs.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     bs.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
     bs.add_argument("--repeats", type=int, default=20, help="timed repeats for the gradient map (perturbation: a quarter)")
-    bs.add_argument("--threads", default=None, help="comma-separated torch thread counts to time both maps at, e.g. 1,2 (default: torch's)")
+    bs.add_argument(
+        "--threads", default=None, help="comma-separated torch thread counts to time both maps at, e.g. 1,2 (default: torch's)"
+    )
     return p
 
 
@@ -85,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "teacher":
                 pipe.teacher(max_minutes=args.max_minutes)
             elif args.command == "distill":
-                if cfg.teacher.sb3_zip or cfg.teacher.pretrained:  # a ready teacher is copied in at once, no need for `digr teacher`
+                if (
+                    cfg.teacher.sb3_zip or cfg.teacher.pretrained
+                ):  # a ready teacher is copied in at once, no need for `digr teacher`
                     pipe.teacher()
                 if not pipe.stages.is_done("teacher"):
                     raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
@@ -100,14 +124,22 @@ def main(argv: list[str] | None = None) -> int:
                 validate_attack_spec(attacks or [], eps or [], names=("--attacks", "--eps"))
                 if args.episodes is not None and args.episodes < 1:
                     raise ConfigError(f"--episodes must be a positive number of episodes, got {args.episodes}")
-                print(pipe.attack(attacks, eps, args.episodes, [a.strip() for a in args.agents.split(",")] if args.agents else None))
+                print(
+                    pipe.attack(
+                        attacks, eps, args.episodes, [a.strip() for a in args.agents.split(",")] if args.agents else None
+                    )
+                )
             elif args.command == "saliency-bench":
                 pipe.saliency_bench(force=True)
                 print(pipe.folder.bench.table)
             elif args.command == "bench":
                 from digr.report.bench import latency_table
+                from digr.running.outputs import bench_latency
 
-                rows, source = pipe.latency(_ints(args.batch, "--batch"), args.repeats, _ints(args.threads, "--threads") if args.threads else None)
+                threads = _ints(args.threads, "--threads") if args.threads else None
+                rows, source = bench_latency(
+                    pipe.folder, cfg, pipe.env_fn, _ints(args.batch, "--batch"), args.repeats, threads
+                )
                 print(latency_table(rows, source), end="")
         finally:
             pipe.close()

@@ -178,7 +178,9 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise UnknownEnvError(f"env.id {env_id!r}: cannot import module {module!r} ({e}); is the adapter installed?") from e
+            raise UnknownEnvError(
+                f"env.id {env_id!r}: cannot import module {module!r} ({e}); is the adapter installed?"
+            ) from e
     if name not in gym.registry:
         close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.5)
         hint = f" Close matches: {close}." if close else ""
@@ -200,7 +202,9 @@ def check_contract(env: gym.Env, info: dict | None = None) -> None:
     """
     space = env.observation_space
     if not isinstance(space, spaces.Dict) or "image" not in space.spaces:
-        raise EnvContractError(f"observation space must be a Dict with an 'image' key, got {space}; wrap the env (see envs/minigrid.py)")
+        raise EnvContractError(
+            f"observation space must be a Dict with an 'image' key, got {space}; wrap the env (see envs/minigrid.py)"
+        )
     image = space["image"]
     if not isinstance(image, spaces.Box) or len(image.shape) != 3 or image.dtype != np.uint8:
         raise EnvContractError(f"'image' must be a uint8 Box of shape (C, H, W), got {image}")
@@ -211,7 +215,9 @@ def check_contract(env: gym.Env, info: dict | None = None) -> None:
     if side is not None and (not isinstance(side, spaces.Box) or len(side.shape) != 1 or side.dtype != np.float32):
         raise EnvContractError(f"'side' must be a float32 Box of shape (K,), got {side}; cast it with np.float32")
     act = env.action_space
-    if not (isinstance(act, spaces.Discrete) or (isinstance(act, spaces.Box) and len(act.shape) == 1 and act.dtype.kind == "f")):
+    if not (
+        isinstance(act, spaces.Discrete) or (isinstance(act, spaces.Box) and len(act.shape) == 1 and act.dtype.kind == "f")
+    ):
         raise EnvContractError(f"action space must be Discrete or a 1-D float Box, got {act}")
     if info is not None:
         check_info(info, image.shape[1:])
@@ -225,7 +231,9 @@ def check_info(info: dict, image_hw: tuple[int, int]) -> None:
     """
     mask = info.get("target_mask")
     if mask is not None and (not isinstance(mask, np.ndarray) or mask.dtype != bool or mask.shape != tuple(image_hw)):
-        raise EnvContractError(f"info['target_mask'] must be a bool array of shape {tuple(image_hw)}, got {getattr(mask, 'dtype', type(mask))}")
+        raise EnvContractError(
+            f"info['target_mask'] must be a bool array of shape {tuple(image_hw)}, got {getattr(mask, 'dtype', type(mask))}"
+        )
     if "is_success" in info and not isinstance(info["is_success"], (bool, np.bool_)):
         raise EnvContractError(f"info['is_success'] must be a bool, got {info['is_success']!r}")
     score = info.get("game_score")

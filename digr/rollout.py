@@ -265,12 +265,29 @@ def run_episodes(
                 image, side = obs_to_tensors(stack_obs([obs[i] for i in running]), device)
                 seen = image if transform is None else transform(image, side, generator)
                 act = actor(seen, side)
-                step = Step(running, [length[i] for i in running], [obs[i] for i in running], [info[i] for i in running],
-                            image, side, seen, act, [], [], [], [])  # fmt: skip
+                step = Step(
+                    running,
+                    [length[i] for i in running],
+                    [obs[i] for i in running],
+                    [info[i] for i in running],
+                    image,
+                    side,
+                    seen,
+                    act,
+                    [],
+                    [],
+                    [],
+                    [],
+                )
                 ended = []
                 for row, i in enumerate(running):
-                    o, reward, terminated, truncated, inf = env_of[i].step(_env_action(act.actions[row], env_of[i].action_space))
-                    for part, value in zip((step.rewards, step.terminated, step.truncated, step.next_infos), (float(reward), terminated, truncated, inf)):
+                    o, reward, terminated, truncated, inf = env_of[i].step(
+                        _env_action(act.actions[row], env_of[i].action_space)
+                    )
+                    for part, value in zip(
+                        (step.rewards, step.terminated, step.truncated, step.next_infos),
+                        (float(reward), terminated, truncated, inf),
+                    ):
                         part.append(value)
                     ret[i] += float(reward)
                     length[i] += 1

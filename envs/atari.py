@@ -59,8 +59,17 @@ from gymnasium import spaces
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 from stable_baselines3.common.atari_wrappers import ClipRewardEnv, EpisodicLifeEnv
 
-__all__ = ["make_atari", "EpisodicLife", "FireOnReset", "FireOnLifeLoss", "ImageDict", "atari_frames_to_hwc",
-           "ATARI_GAMES", "MODES", "MAX_EPISODE_STEPS"]
+__all__ = [
+    "ATARI_GAMES",
+    "MAX_EPISODE_STEPS",
+    "MODES",
+    "EpisodicLife",
+    "FireOnLifeLoss",
+    "FireOnReset",
+    "ImageDict",
+    "atari_frames_to_hwc",
+    "make_atari",
+]
 
 gym.register_envs(ale_py)
 
@@ -186,10 +195,21 @@ class ImageDict(gym.ObservationWrapper):
         return {"image": np.asarray(observation, dtype=np.uint8)}
 
 
-def make_atari(game: str = "Breakout", mode: str = "train", *, repeat_action_probability: float = 0.25, noop_max: int = 30,
-               frame_skip: int = 4, screen_size: int = 84, frame_stack: int = 4, max_episode_frames: int = 108_000,
-               fire_on_reset: bool | None = None, fire_on_life_loss: bool | None = None, full_action_space: bool = False,
-               render_mode: str | None = None) -> gym.Env:
+def make_atari(
+    game: str = "Breakout",
+    mode: str = "train",
+    *,
+    repeat_action_probability: float = 0.25,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    screen_size: int = 84,
+    frame_stack: int = 4,
+    max_episode_frames: int = 108_000,
+    fire_on_reset: bool | None = None,
+    fire_on_life_loss: bool | None = None,
+    full_action_space: bool = False,
+    render_mode: str | None = None,
+) -> gym.Env:
     """Build an ALE game with the DeepMind preprocessing in the DIGR contract (wrapper stack: module docstring).
 
     :param game: ALE game name as in ``ALE/<game>-v5`` (e.g. ``"Breakout"``, ``"Pong"``).
@@ -215,15 +235,34 @@ def make_atari(game: str = "Breakout", mode: str = "train", *, repeat_action_pro
         raise ValueError(f"mode={mode!r} must be one of {MODES}")
     if not 0.0 <= repeat_action_probability <= 1.0:
         raise ValueError(f"repeat_action_probability={repeat_action_probability} must be in [0, 1]")
-    for name, value, low in (("noop_max", noop_max, 0), ("frame_skip", frame_skip, 1), ("screen_size", screen_size, 1),
-                             ("frame_stack", frame_stack, 1), ("max_episode_frames", max_episode_frames, 0)):
+    for name, value, low in (
+        ("noop_max", noop_max, 0),
+        ("frame_skip", frame_skip, 1),
+        ("screen_size", screen_size, 1),
+        ("frame_stack", frame_stack, 1),
+        ("max_episode_frames", max_episode_frames, 0),
+    ):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name}={value!r} must be an integer ≥ {low}")
-    env = gym.make(f"ALE/{game}-v5", frameskip=1, obs_type="grayscale",
-                   repeat_action_probability=float(repeat_action_probability), full_action_space=full_action_space,
-                   max_num_frames_per_episode=int(max_episode_frames), render_mode=render_mode)
-    env = AtariPreprocessing(env, noop_max=noop_max, frame_skip=frame_skip, screen_size=screen_size,
-                             terminal_on_life_loss=False, grayscale_obs=True, grayscale_newaxis=False, scale_obs=False)
+    env = gym.make(
+        f"ALE/{game}-v5",
+        frameskip=1,
+        obs_type="grayscale",
+        repeat_action_probability=float(repeat_action_probability),
+        full_action_space=full_action_space,
+        max_num_frames_per_episode=int(max_episode_frames),
+        render_mode=render_mode,
+    )
+    env = AtariPreprocessing(
+        env,
+        noop_max=noop_max,
+        frame_skip=frame_skip,
+        screen_size=screen_size,
+        terminal_on_life_loss=False,
+        grayscale_obs=True,
+        grayscale_newaxis=False,
+        scale_obs=False,
+    )
     env = GameScore(env)
     fire = _has_fire(env) if fire_on_reset is None else fire_on_reset
     fire_life = fire if fire_on_life_loss is None else fire_on_life_loss
@@ -249,8 +288,10 @@ def _entry(game: str, mode: str, env_id: str):
             hints = {u: difflib.get_close_matches(u, _KWARGS, n=1) for u in unknown}
             hint = "".join(f" Did you mean {h[0]!r} for {u!r}?" for u, h in hints.items() if h)
             fixed = " (game and mode are fixed by the id)" if {"game", "mode"} & set(unknown) else ""
-            raise TypeError(f"{env_id}: unknown keyword argument(s) {unknown}{fixed}; allowed: {list(_KWARGS)} "
-                            f"and gym.make's own (max_episode_steps, ...).{hint}")
+            raise TypeError(
+                f"{env_id}: unknown keyword argument(s) {unknown}{fixed}; allowed: {list(_KWARGS)} "
+                f"and gym.make's own (max_episode_steps, ...).{hint}"
+            )
         return make_atari(game, mode, **kwargs)
 
     entry.__name__ = entry.__qualname__ = f"make_{game.lower()}_{mode}"

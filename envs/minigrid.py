@@ -33,7 +33,7 @@ from minigrid.core.world_object import Ball, Key
 from minigrid.envs import FetchEnv
 from minigrid.minigrid_env import MiniGridEnv
 
-__all__ = ["FetchColorEnv", "PixelFetchWrapper", "make_fetch_color", "make_fetch_mission", "FETCH_COLORS", "OBJ_TYPES"]
+__all__ = ["FETCH_COLORS", "OBJ_TYPES", "FetchColorEnv", "PixelFetchWrapper", "make_fetch_color", "make_fetch_mission"]
 
 FETCH_COLORS = ("green", "yellow", "blue")
 OBJ_TYPES = ("key", "ball")
@@ -69,7 +69,7 @@ class FetchColorEnv(MiniGridEnv):
         self.grid = Grid(width, height)
         self.grid.wall_rect(0, 0, width, height)
         others = [c for c in FETCH_COLORS if c != self.target_color]
-        colors = [self.target_color] + [others[i] for i in self._rand_perm(range(len(others)))][: self.num_objs - 1]
+        colors = [self.target_color, *[others[i] for i in self._rand_perm(range(len(others)))][: self.num_objs - 1]]
         for color in colors:
             obj_cls = Key if self._rand_elem(OBJ_TYPES) == "key" else Ball
             self.place_obj(obj_cls(color))
@@ -167,7 +167,9 @@ class PixelFetchWrapper(gym.Wrapper):
         frame = background.copy()
         i, j = int(base.agent_pos[0]), int(base.agent_pos[1])
         t = self.tile_size
-        frame[j * t : (j + 1) * t, i * t : (i + 1) * t] = Grid.render_tile(base.grid.get(i, j), agent_dir=base.agent_dir, highlight=False, tile_size=t)
+        frame[j * t : (j + 1) * t, i * t : (i + 1) * t] = Grid.render_tile(
+            base.grid.get(i, j), agent_dir=base.agent_dir, highlight=False, tile_size=t
+        )
         return frame, mask.copy()
 
     def _observe(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -197,13 +199,22 @@ class PixelFetchWrapper(gym.Wrapper):
         return obs, float(reward), terminated, truncated, info
 
 
-def make_fetch_color(target_color: str = "green", size: int = 8, num_objs: int = 3, tile_size: int = 8, max_steps: int | None = None, render_mode: str | None = None) -> gym.Env:
+def make_fetch_color(
+    target_color: str = "green",
+    size: int = 8,
+    num_objs: int = 3,
+    tile_size: int = 8,
+    max_steps: int | None = None,
+    render_mode: str | None = None,
+) -> gym.Env:
     """Fetch-by-colour in the DIGR env contract (see module docstring). Returns a ``PixelFetchWrapper``."""
     env = FetchColorEnv(target_color=target_color, size=size, num_objs=num_objs, max_steps=max_steps, render_mode=render_mode)
     return PixelFetchWrapper(env, tile_size=tile_size, mission_side_input=False)
 
 
-def make_fetch_mission(size: int = 5, num_objs: int = 2, tile_size: int = 8, max_steps: int | None = None, render_mode: str | None = None) -> gym.Env:
+def make_fetch_mission(
+    size: int = 5, num_objs: int = 2, tile_size: int = 8, max_steps: int | None = None, render_mode: str | None = None
+) -> gym.Env:
     """Standard mission-conditioned MiniGrid Fetch with the mission one-hot as side input (see module docstring)."""
     env = FetchEnv(size=size, numObjs=num_objs, max_steps=max_steps, render_mode=render_mode)
     return PixelFetchWrapper(env, tile_size=tile_size, mission_side_input=True)

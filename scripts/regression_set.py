@@ -32,30 +32,34 @@ import numpy as np
 
 from digr.cli import main as digr
 
-MINIGRID = [
-    "experiments/minigrid_fetch.yaml",
-    "-o", "env.kwargs={max_steps: 24}",
-    "-o", "teacher.total_timesteps=1024", "-o", "teacher.n_envs=2", "-o", "teacher.n_steps=256", "-o", "teacher.batch_size=128",
-    "-o", "teacher.checkpoint_every=512",
-    "-o", "dataset.train_frames=128", "-o", "dataset.heldout_frames=32",
-    "-o", "distill.steps=30", "-o", "distill.batch_size=16", "-o", "distill.checkpoint_every=10",
-    "-o", "distill.dagger_rounds=1", "-o", "distill.dagger_frames=16",
-    "-o", "evaluate.episodes=4", "-o", "evaluate.latency_repeats=1", "-o", "evaluate.latency_batch=4", "-o", "evaluate.figure_frames=2",
-    "-o", "saliency_bench.in_run=true", "-o", "saliency_bench.frames=6", "-o", "saliency_bench.n_samples=3",
-    "-o", "saliency_bench.ig_steps=3", "-o", "saliency_bench.latency_repeats=1", "-o", "saliency_bench.latency_batch=4",
-    "-o", "saliency_bench.deletion_steps=4", "-o", "saliency_bench.sanity_frames=3",
-]  # fmt: skip
-MINIGRID_ATTACK = ["--attacks", "fgsm,pgd10,mad,critic", "--eps", "0,3/255", "--episodes", "3", "-o", "attack.open_loop_frames=16",
-                   "-o", "attack.n_parallel=2"]  # fmt: skip
-BREAKOUT = [
-    "experiments/breakout.yaml",
-    "-o", "dataset.train_frames=48", "-o", "dataset.heldout_frames=12", "-o", "dataset.max_per_episode=30",
-    "-o", "distill.steps=6", "-o", "distill.batch_size=8", "-o", "distill.checkpoint_every=3",
-    "-o", "evaluate.episodes=3", "-o", "evaluate.latency_repeats=1", "-o", "evaluate.latency_batch=2", "-o", "evaluate.figure_frames=2",
-    "-o", "saliency_bench.in_run=false",
-]  # fmt: skip
-BREAKOUT_ATTACK = ["--attacks", "fgsm,pgd10", "--eps", "1/255", "--episodes", "1", "--agents", "teacher,digr",
-                   "-o", "attack.open_loop_frames=8"]  # fmt: skip
+
+def _o(*overrides: str) -> list[str]:
+    """``-o`` flags for config overrides."""
+    return [arg for item in overrides for arg in ("-o", item)]
+
+
+MINIGRID = ["experiments/minigrid_fetch.yaml", *_o(
+    "env.kwargs={max_steps: 24}",
+    "teacher.total_timesteps=1024", "teacher.n_envs=2", "teacher.n_steps=256", "teacher.batch_size=128",
+    "teacher.checkpoint_every=512",
+    "dataset.train_frames=128", "dataset.heldout_frames=32",
+    "distill.steps=30", "distill.batch_size=16", "distill.checkpoint_every=10",
+    "distill.dagger_rounds=1", "distill.dagger_frames=16",
+    "evaluate.episodes=4", "evaluate.latency_repeats=1", "evaluate.latency_batch=4", "evaluate.figure_frames=2",
+    "saliency_bench.in_run=true", "saliency_bench.frames=6", "saliency_bench.n_samples=3",
+    "saliency_bench.ig_steps=3", "saliency_bench.latency_repeats=1", "saliency_bench.latency_batch=4",
+    "saliency_bench.deletion_steps=4", "saliency_bench.sanity_frames=3",
+)]  # fmt: skip
+MINIGRID_ATTACK = ["--attacks", "fgsm,pgd10,mad,critic", "--eps", "0,3/255", "--episodes", "3"]
+MINIGRID_ATTACK += _o("attack.open_loop_frames=16", "attack.n_parallel=2")
+BREAKOUT = ["experiments/breakout.yaml", *_o(
+    "dataset.train_frames=48", "dataset.heldout_frames=12", "dataset.max_per_episode=30",
+    "distill.steps=6", "distill.batch_size=8", "distill.checkpoint_every=3",
+    "evaluate.episodes=3", "evaluate.latency_repeats=1", "evaluate.latency_batch=2", "evaluate.figure_frames=2",
+    "saliency_bench.in_run=false",
+)]  # fmt: skip
+BREAKOUT_ATTACK = ["--attacks", "fgsm,pgd10", "--eps", "1/255", "--episodes", "1", "--agents", "teacher,digr"]
+BREAKOUT_ATTACK += _o("attack.open_loop_frames=8")
 
 
 def _weights_hash(path: Path) -> str:

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ale_py")
 pytest.importorskip("cv2")
 
-from digr.contracts import check_contract, make_env  # noqa: E402
+from digr.contracts import check_contract, make_env
 
 TRAIN, EVAL = "envs.atari:DIGR/Breakout-train-v0", "envs.atari:DIGR/Breakout-eval-v0"
 NOOP, FIRE = 0, 1
@@ -99,8 +99,8 @@ def test_seeded_reset_is_reproducible(env_id):
 def test_train_ends_on_life_loss_and_continues_the_game():
     env = make_env(TRAIN)
     obs, info = env.reset(seed=0)
-    for t in range(500):  # NOOP after the launch: the ball is missed within a few hundred steps
-        obs, r, term, trunc, info = env.step(NOOP)
+    for _t in range(500):  # NOOP after the launch: the ball is missed within a few hundred steps
+        obs, _r, term, trunc, info = env.step(NOOP)
         if term or trunc:
             break
     assert term and not trunc and info["lives"] == 4
@@ -117,8 +117,8 @@ def test_eval_plays_full_game_and_relaunches_after_life_loss():
     env = make_env(EVAL)
     env.reset(seed=0)
     lives = [5]
-    for t in range(3000):  # always NOOP: only the automatic FIRE after each lost life keeps the game going
-        obs, r, term, trunc, info = env.step(NOOP)
+    for _t in range(3000):  # always NOOP: only the automatic FIRE after each lost life keeps the game going
+        _obs, _r, term, trunc, info = env.step(NOOP)
         if info["lives"] != lives[-1]:
             lives.append(info["lives"])
         if term or trunc:
@@ -138,7 +138,7 @@ def test_train_rewards_are_sign_clipped_eval_rewards_are_true():
         evaluation.reset(seed=seed)
         for a in actions:
             _, rt, term, trunc, info = train.step(int(a))
-            _, re, _, _, info_e = evaluation.step(int(a))
+            _, re, _, _, _info_e = evaluation.step(int(a))
             assert rt in (-1.0, 0.0, 1.0) and rt == np.sign(re)
             found_reward |= re > 0
             if term or trunc:
@@ -167,7 +167,7 @@ def test_kwargs_pass_through_gym_make():
     assert ale.getFloat("repeat_action_probability") == 0.0 and ale.getInt("max_num_frames_per_episode") == 50_000
     assert env.observation_space["image"].shape == (2, 84, 84)
     env.reset(seed=0)
-    for t in range(10):
+    for _t in range(10):
         _, _, term, trunc, _ = env.step(NOOP)
     assert trunc and not term  # TimeLimit from gym.make's max_episode_steps
     assert make_env(TRAIN).unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)  # -v5 default

@@ -7,8 +7,18 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from digr.attacks import (ATTACK_NAMES, FGSM, PGD, action_divergence, eps_to_255, eps_to_uint8, format_eps, make_attack,
-                          parse_eps, quantize_to_ball)
+from digr.attacks import (
+    ATTACK_NAMES,
+    FGSM,
+    PGD,
+    action_divergence,
+    eps_to_255,
+    eps_to_uint8,
+    format_eps,
+    make_attack,
+    parse_eps,
+    quantize_to_ball,
+)
 from digr.evaluation.robustness import attacked_rollout_returns, open_loop_attack, robustness_sweep
 from digr.report.attack import robustness_table
 from digr.report.figures import plot_return_vs_eps
@@ -21,8 +31,14 @@ class ActorCritic(nn.Module):
 
     def __init__(self, a=4, side_dim=0, dropout=0.0):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                                  nn.ReLU(), nn.Flatten(), nn.Dropout(dropout))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+        )
         self.pi = nn.Linear(8 * 4 * 4 + side_dim, a)
         self.v = nn.Linear(8 * 4 * 4 + side_dim, 1)
         self.side_dim = side_dim
@@ -353,8 +369,16 @@ def test_closed_loop_on_minigrid(tmp_path):
     fg = attacked_rollout_returns(env_fn, pol, make_attack("fgsm", 4 / 255), episodes=2, seed=11)
     assert sum(fg["lengths"]) > 0 and fg["attack"]["name"] == "fgsm"
 
-    rows = robustness_sweep({"student": pol}, ["random", "critic"], [0, "2/255"], env_fn=env_fn, episodes=1, seed=11,
-                            image=th.rand(4, 3, 64, 64), batch_size=2)
+    rows = robustness_sweep(
+        {"student": pol},
+        ["random", "critic"],
+        [0, "2/255"],
+        env_fn=env_fn,
+        episodes=1,
+        seed=11,
+        image=th.rand(4, 3, 64, 64),
+        batch_size=2,
+    )
     assert len(rows) == 4 and [r["skipped"] is not None for r in rows] == [False, False, True, True]
     assert rows[0]["closed_loop"]["returns"] == ref["returns"][:1]
     text = json.dumps(rows, allow_nan=False)

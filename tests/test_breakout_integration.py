@@ -8,15 +8,54 @@ import torch
 from digr.cli import main
 
 TINY = [
-    "-o", "teacher.pretrained=null",  # train a tiny teacher here rather than copy the committed one
-    "-o", "teacher.total_timesteps=512", "-o", "teacher.n_envs=2", "-o", "teacher.n_steps=128", "-o", "teacher.batch_size=64",
-    "-o", "teacher.checkpoint_every=256", "-o", "env.eval_kwargs={max_episode_steps: 150}",
-    "-o", "dataset.train_frames=48", "-o", "dataset.heldout_frames=12", "-o", "dataset.max_per_episode=30",
-    "-o", "distill.steps=6", "-o", "distill.batch_size=8", "-o", "distill.checkpoint_every=3",
-    "-o", "evaluate.episodes=2", "-o", "evaluate.latency_repeats=1", "-o", "evaluate.latency_batch=2", "-o", "evaluate.figure_frames=2",
-    "-o", "saliency_bench.frames=3", "-o", "saliency_bench.methods=[gradient, smoothgrad, perturbation]", "-o", "saliency_bench.n_samples=2",
-    "-o", "saliency_bench.latency_repeats=1", "-o", "saliency_bench.latency_batch=2", "-o", "saliency_bench.deletion_steps=2",
-    "-o", "saliency_bench.sanity_frames=2",
+    "-o",
+    "teacher.pretrained=null",  # train a tiny teacher here rather than copy the committed one
+    "-o",
+    "teacher.total_timesteps=512",
+    "-o",
+    "teacher.n_envs=2",
+    "-o",
+    "teacher.n_steps=128",
+    "-o",
+    "teacher.batch_size=64",
+    "-o",
+    "teacher.checkpoint_every=256",
+    "-o",
+    "env.eval_kwargs={max_episode_steps: 150}",
+    "-o",
+    "dataset.train_frames=48",
+    "-o",
+    "dataset.heldout_frames=12",
+    "-o",
+    "dataset.max_per_episode=30",
+    "-o",
+    "distill.steps=6",
+    "-o",
+    "distill.batch_size=8",
+    "-o",
+    "distill.checkpoint_every=3",
+    "-o",
+    "evaluate.episodes=2",
+    "-o",
+    "evaluate.latency_repeats=1",
+    "-o",
+    "evaluate.latency_batch=2",
+    "-o",
+    "evaluate.figure_frames=2",
+    "-o",
+    "saliency_bench.frames=3",
+    "-o",
+    "saliency_bench.methods=[gradient, smoothgrad, perturbation]",
+    "-o",
+    "saliency_bench.n_samples=2",
+    "-o",
+    "saliency_bench.latency_repeats=1",
+    "-o",
+    "saliency_bench.latency_batch=2",
+    "-o",
+    "saliency_bench.deletion_steps=2",
+    "-o",
+    "saliency_bench.sanity_frames=2",
 ]
 
 
@@ -32,16 +71,50 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     assert r["episodes"] == 2 and r["success_rate"] != r["success_rate"]  # Atari has no success signal: NaN, scored by return
     assert json.loads((run / "students" / "digr.json").read_text())["arch"] == "nature"
     assert m["latency"]["rows"][1]["passes"] == "290 fwd"  # 17 × 17 masks at stride 5 on 84 × 84, + the clean pass
-    assert main(["attack", *args, "--attacks", "fgsm,critic", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4",
-                 "-o", "attack.options={critic: {steps: 3}}"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                *args,
+                "--attacks",
+                "fgsm,critic",
+                "--eps",
+                "1/255",
+                "--episodes",
+                "1",
+                "-o",
+                "attack.open_loop_frames=4",
+                "-o",
+                "attack.options={critic: {steps: 3}}",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
     assert {(x["agent"], x["attack"]) for x in rows} >= {("teacher", "critic"), ("digr", "fgsm")}
     assert next(x for x in rows if x["agent"] == "teacher" and x["attack"] == "critic")["attack_config"]["steps"] == 3
     assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "critic")["skipped"]  # students have no value head
     # a second call with another attack keeps the first call's cells (same protocol)
     # (--agents restricts a call to some agents)
-    assert main(["attack", *args, "--attacks", "random", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4",
-                 "--agents", "plain,digr"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                *args,
+                "--attacks",
+                "random",
+                "--eps",
+                "1/255",
+                "--episodes",
+                "1",
+                "-o",
+                "attack.open_loop_frames=4",
+                "--agents",
+                "plain,digr",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
     assert {x["attack"] for x in rows} == {"fgsm", "critic", "random"}
     assert {x["agent"] for x in rows if x["attack"] == "random"} == {"plain", "digr"}
@@ -57,7 +130,18 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     (attack_dir / "partial.json").write_text(json.dumps({"rows": [other, cell]}))
     planted["rows"] = [x for x in planted["rows"] if x["attack"] != "random" and x is not other]  # results.json before
     (attack_dir / "results.json").write_text(json.dumps(planted))
-    random_call = ["attack", *args, "--attacks", "random", "--eps", "1/255", "--episodes", "1", "-o", "attack.open_loop_frames=4"]
+    random_call = [
+        "attack",
+        *args,
+        "--attacks",
+        "random",
+        "--eps",
+        "1/255",
+        "--episodes",
+        "1",
+        "-o",
+        "attack.open_loop_frames=4",
+    ]
     assert main([*random_call, "--agents", "plain,digr"]) == 0
     rows = json.loads((attack_dir / "results.json").read_text())["rows"]
     assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "random")["closed_loop"]["return_mean"] == 123.0
@@ -66,6 +150,7 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
 
     # a retrained student: its old cells leave the table (set aside in a file, not deleted); the others stay
     from digr.policies import load_student, save_student
+
     student = load_student(run / "students" / "digr.safetensors")
     with torch.no_grad():
         next(student.parameters()).add_(0.01)

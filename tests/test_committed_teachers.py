@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from digr.running.config import load_config
 from digr.contracts import make_env
 from digr.evaluation.robustness import attacked_rollout_returns
 from digr.policies.teacher import TeacherFolder, copy_pretrained_teacher, load_teacher, teacher_spaces
+from digr.running.config import load_config
 
 BREAKOUT = Path("experiments/teachers/breakout")
 

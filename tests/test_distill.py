@@ -20,7 +20,10 @@ def test_kl_zero_for_identical_and_matches_torch():
     assert th.allclose(kl_teacher_student(t, s), ref, atol=1e-6)
     assert kl_teacher_student(t, s) > 0
     # temperature sharpens the teacher
-    assert th.allclose(kl_teacher_student(t, s, tau=0.5), F.kl_div(F.log_softmax(s, 1), F.log_softmax(t / 0.5, 1), reduction="batchmean", log_target=True))
+    assert th.allclose(
+        kl_teacher_student(t, s, tau=0.5),
+        F.kl_div(F.log_softmax(s, 1), F.log_softmax(t / 0.5, 1), reduction="batchmean", log_target=True),
+    )
 
 
 class TinyNet(nn.Module):
@@ -58,11 +61,11 @@ def test_penalty_gradient_reaches_parameters_gradcheck():
     params = tuple(p.detach().clone().requires_grad_(True) for p in net.parameters())
 
     def f(*ps):
-        fn = lambda img, side=None: th.func.functional_call(net, dict(zip(names, ps)), (img,))  # noqa: E731
+        fn = lambda img, side=None: th.func.functional_call(net, dict(zip(names, ps)), (img,))
         return masked_gradient_penalty(fn, x, a, mask)
 
     assert th.autograd.gradcheck(f, params, eps=1e-6, atol=1e-5)
-    total, kl, pen = digr_loss(net, x, th.randn(2, 3, dtype=th.float64), mask, lam=2.0)
+    total, _kl, _pen = digr_loss(net, x, th.randn(2, 3, dtype=th.float64), mask, lam=2.0)
     total.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
@@ -70,7 +73,7 @@ def test_penalty_gradient_reaches_parameters_gradcheck():
 def test_lambda_zero_is_plain_distillation():
     net = TinyNet()
     x, t = th.rand(3, 2, 4, 4), th.randn(3, 3)
-    total, kl, pen = digr_loss(net, x, t, th.ones(3, 4, 4), lam=0.0)
+    total, _kl, pen = digr_loss(net, x, t, th.ones(3, 4, 4), lam=0.0)
     assert pen == 0 and th.allclose(total, kl_teacher_student(t, net(x)))
 
 
@@ -93,8 +96,12 @@ def test_selective_mask_threshold_topp_dilate():
 
 def _data(n=96):
     rng = np.random.default_rng(0)
-    return DistillData(rng.integers(0, 255, (n, 3, 16, 16), dtype=np.uint8), rng.normal(size=(n, 4)).astype(np.float32),
-                       None, (rng.random((n, 16, 16)) > 0.5).astype(np.float32))
+    return DistillData(
+        rng.integers(0, 255, (n, 3, 16, 16), dtype=np.uint8),
+        rng.normal(size=(n, 4)).astype(np.float32),
+        None,
+        (rng.random((n, 16, 16)) > 0.5).astype(np.float32),
+    )
 
 
 def _student():
@@ -106,7 +113,8 @@ def test_seeded_training_reproduces_and_learns():
     h1 = train_student(_student(), _data(), lam=0.5, steps=100, batch_size=16, lr=3e-3, seed=3)
     h2 = train_student(_student(), _data(), lam=0.5, steps=100, batch_size=16, lr=3e-3, seed=3)
     assert h1 == [dict(r, sec=h1[i]["sec"]) for i, r in enumerate(h2)] or all(
-        a["loss"] == b["loss"] and a["kl"] == b["kl"] and a["penalty"] == b["penalty"] for a, b in zip(h1, h2))
+        a["loss"] == b["loss"] and a["kl"] == b["kl"] and a["penalty"] == b["penalty"] for a, b in zip(h1, h2)
+    )
     assert h1[-1]["kl"] < h1[0]["kl"]
 
 
@@ -117,7 +125,9 @@ def test_resume_continues_exactly(tmp_path):
     ck = tmp_path / "s.ckpt.pt"
     train_student(s, _data(), lam=0.5, steps=50, batch_size=16, lr=3e-3, seed=3, checkpoint_path=ck, checkpoint_every=50)
     resumed = _student()  # fresh weights, as after a crash: everything comes from the checkpoint
-    train_student(resumed, _data(), lam=0.5, steps=100, batch_size=16, lr=3e-3, seed=3, checkpoint_path=ck, checkpoint_every=50)
+    train_student(
+        resumed, _data(), lam=0.5, steps=100, batch_size=16, lr=3e-3, seed=3, checkpoint_path=ck, checkpoint_every=50
+    )
     for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()):
         assert th.allclose(a, b, atol=1e-6)
 
@@ -133,8 +143,12 @@ def test_penalty_on_a_row_subset_is_that_subsets_penalty():
     _, kl, pen = digr_loss(student, image, logits, mask, 0.1, penalty_rows=rows)
     assert th.allclose(kl, full[1])  # the KL term always sees the whole batch
     assert th.allclose(pen, masked_gradient_penalty(student, image[rows], logits[rows].argmax(1), mask[rows]))
-    data = DistillData((np.random.default_rng(0).random((32, 3, 16, 16)) * 255).astype(np.uint8), np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32),
-                       None, np.ones((32, 16, 16), np.float32))
+    data = DistillData(
+        (np.random.default_rng(0).random((32, 3, 16, 16)) * 255).astype(np.uint8),
+        np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32),
+        None,
+        np.ones((32, 16, 16), np.float32),
+    )
     runs = []
     for _ in range(2):
         th.manual_seed(0)

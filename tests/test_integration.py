@@ -9,16 +9,56 @@ import pytest
 from digr.cli import main
 
 TINY = [
-    "-o", "env.kwargs={max_steps: 24}",
-    "-o", "teacher.total_timesteps=512", "-o", "teacher.n_envs=2", "-o", "teacher.n_steps=256", "-o", "teacher.batch_size=128",
-    "-o", "teacher.checkpoint_every=256",
-    "-o", "dataset.train_frames=96", "-o", "dataset.heldout_frames=32",
-    "-o", "distill.steps=20", "-o", "distill.batch_size=16", "-o", "distill.checkpoint_every=10",
-    "-o", "distill.dagger_rounds=1", "-o", "distill.dagger_frames=12",
-    "-o", "evaluate.episodes=3", "-o", "evaluate.latency_repeats=2", "-o", "evaluate.latency_batch=4", "-o", "evaluate.figure_frames=2",
-    "-o", "saliency_bench.frames=6", "-o", "saliency_bench.n_samples=3", "-o", "saliency_bench.ig_steps=3", "-o", "saliency_bench.latency_repeats=1",
-    "-o", "saliency_bench.latency_batch=4", "-o", "saliency_bench.deletion_steps=4", "-o", "saliency_bench.sanity_frames=3",
-    "-o", "saliency_bench.in_run=true",  # the main job keeps the bench out of `digr run`; this test covers it as a stage
+    "-o",
+    "env.kwargs={max_steps: 24}",
+    "-o",
+    "teacher.total_timesteps=512",
+    "-o",
+    "teacher.n_envs=2",
+    "-o",
+    "teacher.n_steps=256",
+    "-o",
+    "teacher.batch_size=128",
+    "-o",
+    "teacher.checkpoint_every=256",
+    "-o",
+    "dataset.train_frames=96",
+    "-o",
+    "dataset.heldout_frames=32",
+    "-o",
+    "distill.steps=20",
+    "-o",
+    "distill.batch_size=16",
+    "-o",
+    "distill.checkpoint_every=10",
+    "-o",
+    "distill.dagger_rounds=1",
+    "-o",
+    "distill.dagger_frames=12",
+    "-o",
+    "evaluate.episodes=3",
+    "-o",
+    "evaluate.latency_repeats=2",
+    "-o",
+    "evaluate.latency_batch=4",
+    "-o",
+    "evaluate.figure_frames=2",
+    "-o",
+    "saliency_bench.frames=6",
+    "-o",
+    "saliency_bench.n_samples=3",
+    "-o",
+    "saliency_bench.ig_steps=3",
+    "-o",
+    "saliency_bench.latency_repeats=1",
+    "-o",
+    "saliency_bench.latency_batch=4",
+    "-o",
+    "saliency_bench.deletion_steps=4",
+    "-o",
+    "saliency_bench.sanity_frames=3",
+    "-o",
+    "saliency_bench.in_run=true",  # the main job keeps the bench out of `digr run`; this test covers it as a stage
 ]
 CONFIG = "experiments/minigrid_fetch.yaml"
 
@@ -39,8 +79,18 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     args = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=a", *TINY]
     assert main(["run", *args]) == 0
     run = tmp_path / "a"
-    for f in ("report.md", "metrics.json", "saliency_grid.png", "teacher_curve.png", "teacher/teacher.zip", "teacher/teacher.safetensors",
-              "students/digr.safetensors", "students/plain.safetensors", "students/igr_all.safetensors", "dataset_train.npz"):
+    for f in (
+        "report.md",
+        "metrics.json",
+        "saliency_grid.png",
+        "teacher_curve.png",
+        "teacher/teacher.zip",
+        "teacher/teacher.safetensors",
+        "students/digr.safetensors",
+        "students/plain.safetensors",
+        "students/igr_all.safetensors",
+        "dataset_train.npz",
+    ):
         assert (run / f).is_file(), f
     m = json.loads((run / "metrics.json").read_text())
     assert set(m["students"]) == {"plain", "igr_all", "digr"}
@@ -83,7 +133,10 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     a, b = _strip_timing(m), _strip_timing(mb)
     assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str) or _close(a, b)
     bench_b = json.loads((tmp_path / "b" / "saliency_bench" / "results.json").read_text())
-    untimed = [[{k: v for k, v in r.items() if k not in ("ms_per_frame", "bench_compute_s")} for r in x["rows"]] for x in (bench, bench_b)]
+    untimed = [
+        [{k: v for k, v in r.items() if k not in ("ms_per_frame", "bench_compute_s")} for r in x["rows"]]
+        for x in (bench, bench_b)
+    ]
     assert _close(untimed[0], untimed[1])
     shutil.rmtree(tmp_path / "b")
 
@@ -120,14 +173,28 @@ def test_teacher_budget_stops_and_resumes(tmp_path):
     # the finished folder serves as teacher.pretrained of another run: copied in, nothing trained
     again = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=reuse", *TINY, "-o", f"teacher.pretrained={run / 'teacher'}"]
     assert main(["teacher", *again]) == 0
-    assert (tmp_path / "reuse" / "teacher" / "provenance.json").is_file() and not (tmp_path / "reuse" / "teacher" / "checkpoint").exists()
+    assert (tmp_path / "reuse" / "teacher" / "provenance.json").is_file() and not (
+        tmp_path / "reuse" / "teacher" / "checkpoint"
+    ).exists()
 
 
 def test_latency_bench_times_both_maps_at_each_thread_count(tmp_path, capsys):
     import torch as th
 
     before = th.get_num_threads()
-    args = ["bench", "saliency", CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=untrained", "--batch", "1,2", "--repeats", "2"]
+    args = [
+        "bench",
+        "saliency",
+        CONFIG,
+        "-o",
+        f"run_dir={tmp_path}",
+        "-o",
+        "name=untrained",
+        "--batch",
+        "1,2",
+        "--repeats",
+        "2",
+    ]
     assert main([*args, "--threads", "1,2"]) == 0
     out = capsys.readouterr().out
     for n in (1, 2):

@@ -5,8 +5,8 @@ import pytest
 import torch as th
 
 from digr.checkpoint import CheckpointError, load_state_dict, load_training_state, save_state_dict
-from digr.running.config import ConfigError, config_from_dict, load_config
 from digr.evaluation.metrics import mass_inside, nanmean_ci, pointing_game, spearman, topk_iou
+from digr.running.config import ConfigError, config_from_dict, load_config
 
 
 def test_agreement_metrics_known_answers():
@@ -30,18 +30,18 @@ def test_localisation_metrics_known_answers():
     assert np.allclose(mass_inside(s, m), [0.75, 0.0])
     assert np.allclose(pointing_game(s, m), [1.0, 0.0])
     assert np.isnan(pointing_game(s, np.zeros((2, 4, 4), bool))).all()
-    mean, ci, n = nanmean_ci([1.0, np.nan, 3.0])
+    mean, _ci, n = nanmean_ci([1.0, np.nan, 3.0])
     assert mean == 2.0 and n == 2
 
 
 def test_config_errors_name_field_and_allowed_values(tmp_path):
-    with pytest.raises(ConfigError, match="teacher.lr.*learning_rate"):
+    with pytest.raises(ConfigError, match=r"teacher\.lr.*learning_rate"):
         config_from_dict({"teacher": {"lr": 1}})
     with pytest.raises(ConfigError, match=r"distill.students\[0\].mask.*selective"):
         config_from_dict({"distill": {"students": [{"name": "a", "lam": 1, "mask": "everything"}]}})
-    with pytest.raises(ConfigError, match="mask.kappa"):
+    with pytest.raises(ConfigError, match=r"mask\.kappa"):
         config_from_dict({"mask": {"kappa": 2}})
-    with pytest.raises(ConfigError, match="teacher.n_envs: .*integer"):
+    with pytest.raises(ConfigError, match=r"teacher\.n_envs: .*integer"):
         config_from_dict({"teacher": {"n_envs": "many"}})
     p = tmp_path / "c.yaml"
     p.write_text("distill:\n  learning_rate: 1e-4\n")
@@ -49,7 +49,10 @@ def test_config_errors_name_field_and_allowed_values(tmp_path):
     assert load_config(p, ["teacher.total_timesteps=123"]).teacher.total_timesteps == 123
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
-    assert config_from_dict({"attack": {"options": {"pgd50": {"step_size": 0.004}}}}).attack.options["pgd50"]["step_size"] == 0.004
+    assert (
+        config_from_dict({"attack": {"options": {"pgd50": {"step_size": 0.004}}}}).attack.options["pgd50"]["step_size"]
+        == 0.004
+    )
     with pytest.raises(ConfigError, match=r"attack.options.pgd50: .*stepsize"):
         config_from_dict({"attack": {"options": {"pgd50": {"stepsize": 0.004}}}})
     with pytest.raises(ConfigError, match=r"attack.options.pgd50: .*step_size"):
@@ -79,8 +82,7 @@ def test_corrupt_checkpoints_raise_clear_errors(tmp_path):
 
 
 def test_distinct_episodes_counts_different_games():
-    from digr.evaluation.returns import summarize_episodes
-    from digr.evaluation.returns import distinct_episodes
+    from digr.evaluation.returns import distinct_episodes, summarize_episodes
 
     same_start = summarize_episodes([21.0, 21.0, 33.0, 21.0], [float("nan")] * 4, [663, 663, 915, 700])
     assert distinct_episodes(same_start) == 3  # (21, 663) twice is one game; same score, other length is another

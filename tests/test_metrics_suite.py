@@ -5,8 +5,14 @@ import pytest
 import torch as th
 from torch import nn
 
-from digr.evaluation.faithfulness import (FaithfulnessCurves, deletion_curve, insertion_curve, perturbation_curve, randomize_weights,
-                               sanity_check)
+from digr.evaluation.faithfulness import (
+    FaithfulnessCurves,
+    deletion_curve,
+    insertion_curve,
+    perturbation_curve,
+    randomize_weights,
+    sanity_check,
+)
 from digr.evaluation.metrics import gini, pearson, topk_auc
 from digr.saliency import gaussian_blur, gradient_saliency
 
@@ -44,7 +50,7 @@ def test_topk_auc_known_answers():
     np.testing.assert_allclose(topk_auc(ref, ref), 1.0)
     np.testing.assert_array_equal(topk_auc(np.zeros_like(ref), ref), 0.5)  # all ties: exactly chance
     np.testing.assert_allclose(topk_auc(-ref, ref), 0.0)
-    np.testing.assert_allclose(topk_auc(ref ** 3 + 5, ref, percent=25.0), 1.0)  # ranks only
+    np.testing.assert_allclose(topk_auc(ref**3 + 5, ref, percent=25.0), 1.0)  # ranks only
 
 
 def _auc_bruteforce(a, pos):

@@ -23,7 +23,7 @@ def _pickup_target_episode(env, seed):
     """Drive the agent to the target with the true map (BFS over free cells) and pick it up."""
     from collections import deque
 
-    obs, info = env.reset(seed=seed)
+    _, info = env.reset(seed=seed)
     base = env.unwrapped
     target = next((i, j) for j in range(base.height) for i in range(base.width) if base.is_target(base.grid.get(i, j)))
     dirs = [(1, 0), (0, 1), (-1, 0), (0, -1)]
@@ -32,7 +32,7 @@ def _pickup_target_episode(env, seed):
         ax, ay = base.agent_pos
         dx, dy = dirs[base.agent_dir]
         if (ax + dx, ay + dy) == target:
-            obs, r, term, trunc, info = env.step(3)
+            _, r, term, _, info = env.step(3)
             return r + total, term, info
         # BFS for the next cell towards a neighbour of the target
         start = (ax, ay)
@@ -55,7 +55,7 @@ def _pickup_target_episode(env, seed):
                 cur = prev[cur]
             want = dirs.index((cur[0] - ax, cur[1] - ay))
         action = 2 if want == base.agent_dir else 1
-        obs, r, term, trunc, info = env.step(action)
+        _obs, r, term, _trunc, info = env.step(action)
         total += r
     raise AssertionError("scripted agent did not reach the target")
 

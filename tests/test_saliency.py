@@ -5,7 +5,14 @@ import torch as th
 from torch import nn
 
 from digr.contracts import greedy_action
-from digr.saliency import act_and_explain, gaussian_blur, gaussian_masks, gradient_saliency, input_gradient, perturbation_saliency
+from digr.saliency import (
+    act_and_explain,
+    gaussian_blur,
+    gaussian_masks,
+    gradient_saliency,
+    input_gradient,
+    perturbation_saliency,
+)
 
 
 class LinearPolicy(nn.Module):
@@ -35,7 +42,7 @@ def test_linear_policy_logit_gradient_equals_weights():
 def test_act_and_explain_is_greedy_action_and_its_gradient_map_in_one_pass():
     th.manual_seed(0)
     pol = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
-    wrapped = lambda x, side=None: pol(x)  # noqa: E731
+    wrapped = lambda x, side=None: pol(x)
     x = th.rand(6, 3, 8, 8)
     calls = []
     pol.register_forward_hook(lambda *_: calls.append(1))
@@ -50,7 +57,7 @@ def test_act_and_explain_is_greedy_action_and_its_gradient_map_in_one_pass():
 def test_gradient_matches_captum_saliency():
     captum = pytest.importorskip("captum.attr")
     pol = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
-    wrapped = lambda x, side=None: pol(x)  # noqa: E731
+    wrapped = lambda x, side=None: pol(x)
     x = th.rand(4, 3, 8, 8)
     a = th.tensor([0, 4, 2, 1])
     ours = input_gradient(wrapped, x, a, target="logit")
@@ -95,7 +102,7 @@ def test_perturbation_map_peaks_at_planted_pixel(rc):
     x[0, 0, r, c] = 1.0
     pol = PlantedPixelPolicy(r, c)
     assert pol(x).argmax(1).item() == 1
-    sal, grid = perturbation_saliency(pol, x, sigma_mask=2.0, sigma_blur=1.5, stride=2, return_grid=True)
+    sal, _grid = perturbation_saliency(pol, x, sigma_mask=2.0, sigma_blur=1.5, stride=2, return_grid=True)
     peak = divmod(int(sal[0].argmax()), 32)
     assert abs(peak[0] - r) <= 1 and abs(peak[1] - c) <= 1
     # far from the pixel the perturbation cannot change the logits
@@ -104,7 +111,7 @@ def test_perturbation_map_peaks_at_planted_pixel(rc):
 
 def test_perturbation_is_batched_consistently():
     pol = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 16 * 16, 3))
-    f = lambda x, side=None: pol(x)  # noqa: E731
+    f = lambda x, side=None: pol(x)
     x = th.rand(3, 3, 16, 16)
     full = perturbation_saliency(f, x, sigma_mask=2, sigma_blur=1.5, stride=4, internal_batch_size=4096)
     small = perturbation_saliency(f, x, sigma_mask=2, sigma_blur=1.5, stride=4, internal_batch_size=7)

@@ -7,8 +7,23 @@ import torch as th
 from torch import nn
 
 from digr.policies.nets import PolicyNet
-from digr.saliency import (METHODS, AdaptGrad, GradientXInput, IntegratedGradients, Mollified, Occlusion, PerturbationSaliency, SmoothGrad,
-                           SmoothGradSq, VanillaGradient, VarGrad, adaptive_sigma, make_method, reduce_channels, sample_kernel)
+from digr.saliency import (
+    METHODS,
+    AdaptGrad,
+    GradientXInput,
+    IntegratedGradients,
+    Mollified,
+    Occlusion,
+    PerturbationSaliency,
+    SmoothGrad,
+    SmoothGradSq,
+    VanillaGradient,
+    VarGrad,
+    adaptive_sigma,
+    make_method,
+    reduce_channels,
+    sample_kernel,
+)
 from digr.saliency.integrated_gradients import quadrature
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -55,7 +70,9 @@ def test_vanilla_and_grad_x_input_match_captum(conv_policy, frames):
 def test_integrated_gradients_matches_captum(conv_policy, frames, method):
     x, a = frames
     ours = IntegratedGradients(n_steps=12, method=method, target="logit", batch_size=7).attribute(conv_policy, x, a)
-    theirs = captum_attr.IntegratedGradients(_f(conv_policy)).attribute(x, baselines=th.zeros_like(x), target=a, n_steps=12, method=method)
+    theirs = captum_attr.IntegratedGradients(_f(conv_policy)).attribute(
+        x, baselines=th.zeros_like(x), target=a, n_steps=12, method=method
+    )
     assert th.allclose(ours, theirs, atol=1e-6)
 
 
@@ -80,8 +97,9 @@ def test_integrated_gradients_linear_and_completeness(conv_policy, frames):
 def test_noise_tunnel_family_matches_captum(conv_policy, frames, cls, nt_type):
     x, a = frames
     th.manual_seed(123)
-    theirs = captum_attr.NoiseTunnel(captum_attr.Saliency(_f(conv_policy))).attribute(x, nt_type=nt_type, nt_samples=6, stdevs=0.1,
-                                                                                     target=a, abs=False)
+    theirs = captum_attr.NoiseTunnel(captum_attr.Saliency(_f(conv_policy))).attribute(
+        x, nt_type=nt_type, nt_samples=6, stdevs=0.1, target=a, abs=False
+    )
     th.manual_seed(123)
     ours = cls(n_samples=6, stdev=0.1, seed=None, target="logit").attribute(conv_policy, x, a)
     assert th.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
@@ -90,7 +108,9 @@ def test_noise_tunnel_family_matches_captum(conv_policy, frames, cls, nt_type):
 def test_occlusion_matches_captum(conv_policy, frames):
     x, a = frames
     ours = Occlusion(window=4, stride=2, fill=0.0, target="logit", batch_size=50).attribute(conv_policy, x, a)
-    theirs = captum_attr.Occlusion(_f(conv_policy)).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=0.0, target=a)
+    theirs = captum_attr.Occlusion(_f(conv_policy)).attribute(
+        x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=0.0, target=a
+    )
     assert th.allclose(ours.expand_as(theirs), theirs, atol=1e-5)
 
 
@@ -100,7 +120,11 @@ def test_smoothing_of_a_linear_policy_returns_its_weights():
     a = th.tensor([0, 1, 2, 0])
     w = lin.fc.weight[a].view(4, 2, 6, 6)
     for kernel in ("gaussian", "box", "laplace", "bump", "adaptive"):
-        m = AdaptGrad(n_samples=5, target="logit") if kernel == "adaptive" else Mollified(kernel=kernel, n_samples=5, noise_level=0.2, target="logit")
+        m = (
+            AdaptGrad(n_samples=5, target="logit")
+            if kernel == "adaptive"
+            else Mollified(kernel=kernel, n_samples=5, noise_level=0.2, target="logit")
+        )
         assert th.allclose(m.attribute(lin, x, a), w, atol=1e-6), kernel
     assert th.allclose(VarGrad(n_samples=5, target="logit").attribute(lin, x, a), th.zeros_like(x), atol=1e-8)
     assert th.allclose(SmoothGradSq(n_samples=5, target="logit").attribute(lin, x, a), w**2, atol=1e-6)
@@ -136,7 +160,9 @@ def test_adaptive_sigma_rule_and_bounds():
 def test_adaptgrad_on_a_saturated_frame_is_the_vanilla_gradient(conv_policy):
     x = (th.rand(2, 3, 16, 16) > 0.5).float()  # every pixel at a bound: σ_i = 0, no noise anywhere
     a = th.tensor([1, 3])
-    assert th.allclose(AdaptGrad(n_samples=4).attribute(conv_policy, x, a), VanillaGradient().attribute(conv_policy, x, a), atol=1e-7)
+    assert th.allclose(
+        AdaptGrad(n_samples=4).attribute(conv_policy, x, a), VanillaGradient().attribute(conv_policy, x, a), atol=1e-7
+    )
     noisy = AdaptGrad(n_samples=4, sigma_floor=0.1).attribute(conv_policy, x, a)
     assert not th.allclose(noisy, VanillaGradient().attribute(conv_policy, x, a), atol=1e-7)
 
@@ -163,8 +189,11 @@ class PlantedPixel(nn.Module):
 def test_every_family_peaks_at_the_deciding_pixel(name):
     x = th.full((2, 1, 16, 16), 0.2)
     x[:, 0, 5, 9] = 1.0
-    kw = {"occlusion": dict(window=3, stride=1), "perturbation": dict(sigma_mask=1.0, sigma_blur=1.0, stride=1),
-          "smoothgrad": dict(n_samples=8)}.get(name, {})
+    kw = {
+        "occlusion": {"window": 3, "stride": 1},
+        "perturbation": {"sigma_mask": 1.0, "sigma_blur": 1.0, "stride": 1},
+        "smoothgrad": {"n_samples": 8},
+    }.get(name, {})
     m = make_method(name, **kw)
     s = m(PlantedPixel(), x, th.tensor([1, 1]))
     assert s.shape == (2, 16, 16)
@@ -179,8 +208,20 @@ def test_costs_interface_and_errors(conv_policy, frames):
     assert AdaptGrad(n_samples=50).cost((3, 64, 64)).forward == 51  # the clean gradient counts as a sample
     assert PerturbationSaliency(stride=4).cost((3, 64, 64)).forward == 16 * 16 + 1
     assert Occlusion(window=8, stride=4).cost((3, 64, 64)).forward == 15 * 15 + 1
-    assert set(METHODS) >= {"gradient", "grad_x_input", "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad", "adaptgrad",
-                            "mollify_box", "mollify_laplace", "mollify_bump", "perturbation", "occlusion"}
+    assert set(METHODS) >= {
+        "gradient",
+        "grad_x_input",
+        "integrated_gradients",
+        "smoothgrad",
+        "smoothgrad_sq",
+        "vargrad",
+        "adaptgrad",
+        "mollify_box",
+        "mollify_laplace",
+        "mollify_bump",
+        "perturbation",
+        "occlusion",
+    }
     with pytest.raises(ValueError, match="did you mean 'smoothgrad'"):
         make_method("smoothgard")
     x, a = frames

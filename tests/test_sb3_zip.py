@@ -12,10 +12,10 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 
 from digr.checkpoint import CheckpointError
-from digr.running.config import ConfigError, TeacherConfig
 from digr.cli import main
 from digr.policies.sb3_zip import import_sb3_zip, read_sb3_zip
 from digr.policies.teacher import TeacherFolder, copy_pretrained_teacher, load_teacher
+from digr.running.config import ConfigError, TeacherConfig
 
 
 class _BoxAtari(gym.Env):
@@ -41,12 +41,15 @@ def _save_zip(path, **policy_kwargs):
     return model
 
 
-@pytest.mark.parametrize("policy_kwargs", [
-    {},
-    {"net_arch": {"pi": [32], "vf": [16]}},
-    {"net_arch": {"pi": [32], "vf": [16]}, "activation_fn": th.nn.ReLU},  # a class: SB3 pickles the kwargs, str() beside
-    {"share_features_extractor": False},
-])
+@pytest.mark.parametrize(
+    "policy_kwargs",
+    [
+        {},
+        {"net_arch": {"pi": [32], "vf": [16]}},
+        {"net_arch": {"pi": [32], "vf": [16]}, "activation_fn": th.nn.ReLU},  # a class: SB3 pickles the kwargs, str() beside
+        {"share_features_extractor": False},
+    ],
+)
 def test_imported_zip_gives_the_same_logits_and_values(tmp_path, policy_kwargs):
     model = _save_zip(tmp_path / "agent.zip", **policy_kwargs)
     path = import_sb3_zip(tmp_path / "agent.zip", TeacherFolder(tmp_path / "teacher"), (4, 84, 84), 4)
@@ -89,11 +92,20 @@ def test_pretrained_teacher_folder_is_copied_and_checked(tmp_path):
     assert not (tmp_path / "run" / "teacher" / "curve.csv").exists()
     frames = th.rand(3, 4, 84, 84)
     with th.no_grad():
-        th.testing.assert_close(load_teacher(copied)(frames), load_teacher(src / "teacher.safetensors")(frames), rtol=0, atol=0)
+        th.testing.assert_close(
+            load_teacher(copied)(frames), load_teacher(src / "teacher.safetensors")(frames), rtol=0, atol=0
+        )
     with pytest.raises(CheckpointError, match=r"was trained on .*\[4, 84, 84\].*but the env gives .*\[3, 64, 64\]"):
-        copy_pretrained_teacher(src, TeacherFolder(tmp_path / "other"), {"observation": {"image": [3, 64, 64]}, "n_actions": 4}, nature)
+        copy_pretrained_teacher(
+            src, TeacherFolder(tmp_path / "other"), {"observation": {"image": [3, 64, 64]}, "n_actions": 4}, nature
+        )
     with pytest.raises(CheckpointError, match="was trained on"):  # same image, but the env has a side input
-        copy_pretrained_teacher(src, TeacherFolder(tmp_path / "other"), {"observation": {"image": [4, 84, 84], "side": [12]}, "n_actions": 4}, nature)
+        copy_pretrained_teacher(
+            src,
+            TeacherFolder(tmp_path / "other"),
+            {"observation": {"image": [4, 84, 84], "side": [12]}, "n_actions": 4},
+            nature,
+        )
     with pytest.raises(ConfigError, match=r"teacher.features_dim: 512 \(config has 256\)"):
         copy_pretrained_teacher(src, TeacherFolder(tmp_path / "other"), atari, TeacherConfig(arch="nature", features_dim=256))
     with pytest.raises(CheckpointError, match="not found"):
@@ -142,10 +154,31 @@ def test_missing_or_non_sb3_zip_errors(tmp_path):
 @pytest.mark.integration
 def test_breakout_pipeline_runs_from_a_user_zip(tmp_path):
     _save_zip(tmp_path / "agent.zip")
-    args = ["experiments/breakout.yaml", "-o", f"run_dir={tmp_path}", "-o", "name=bz", "-o", f"teacher.sb3_zip={tmp_path / 'agent.zip'}", "-o", "teacher.pretrained=null",
-            "-o", "env.eval_kwargs={max_episode_steps: 100}", "-o", "dataset.train_frames=16", "-o", "dataset.heldout_frames=4",
-            "-o", "dataset.max_per_episode=20", "-o", "distill.steps=2", "-o", "distill.batch_size=4",
-            "-o", "distill.students=[{name: digr, lam: 0.01, mask: selective}]"]
+    args = [
+        "experiments/breakout.yaml",
+        "-o",
+        f"run_dir={tmp_path}",
+        "-o",
+        "name=bz",
+        "-o",
+        f"teacher.sb3_zip={tmp_path / 'agent.zip'}",
+        "-o",
+        "teacher.pretrained=null",
+        "-o",
+        "env.eval_kwargs={max_episode_steps: 100}",
+        "-o",
+        "dataset.train_frames=16",
+        "-o",
+        "dataset.heldout_frames=4",
+        "-o",
+        "dataset.max_per_episode=20",
+        "-o",
+        "distill.steps=2",
+        "-o",
+        "distill.batch_size=4",
+        "-o",
+        "distill.students=[{name: digr, lam: 0.01, mask: selective}]",
+    ]
     assert main(["distill", *args]) == 0
     run = tmp_path / "bz"
     assert json.loads((run / "teacher" / "teacher.json").read_text())["source"]["sha256"]

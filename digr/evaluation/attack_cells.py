@@ -27,15 +27,25 @@ def cell_key(row: dict) -> tuple:
     return row.get("agent"), row.get("attack"), row.get("eps")
 
 
-def attack_protocol(weights_sha256: dict[str, str], *, episodes: int, open_loop_frames: int, seed: int, n_parallel: int,
-                    batch_size: int) -> dict[str, dict]:  # fmt: skip
+def attack_protocol(
+    weights_sha256: dict[str, str], episodes: int, open_loop_frames: int, seed: int, n_parallel: int, batch_size: int
+) -> dict[str, dict]:
     """Per agent, the protocol its cells are measured under: ``{agent: {"episodes", "open_loop_frames", "seed",
     "n_parallel", "batch_size", "weights_sha256"}}``.
 
     :param weights_sha256: agent name → SHA-256 (hex) of its weights file.
     """
-    return {name: {"episodes": episodes, "open_loop_frames": open_loop_frames, "seed": seed, "n_parallel": n_parallel,
-                   "batch_size": batch_size, "weights_sha256": sha} for name, sha in weights_sha256.items()}  # fmt: skip
+    return {
+        name: {
+            "episodes": episodes,
+            "open_loop_frames": open_loop_frames,
+            "seed": seed,
+            "n_parallel": n_parallel,
+            "batch_size": batch_size,
+            "weights_sha256": sha,
+        }
+        for name, sha in weights_sha256.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -72,8 +82,9 @@ def count_reused(rows: Sequence[dict], reusable: Sequence[dict]) -> int:
     return sum(id(r) in earlier for r in rows)
 
 
-def merge_cells(reusable: Sequence[dict], rows: Sequence[dict], attacks: Sequence[str], eps: Sequence,
-                agent_order: Sequence[str]) -> tuple[list[dict], list[str], list[str]]:  # fmt: skip
+def merge_cells(
+    reusable: Sequence[dict], rows: Sequence[dict], attacks: Sequence[str], eps: Sequence, agent_order: Sequence[str]
+) -> tuple[list[dict], list[str], list[str]]:
     """The table after a call: this call's ``rows`` plus the reusable earlier cells it did not ask for.
 
     :param attacks, eps: what this call asked for (ε as given: numbers or strings such as ``"1/255"``).

@@ -32,8 +32,15 @@ from digr.contracts import Policy, categorical_kl
 from digr.evaluation.metrics import spearman
 from digr.saliency.perturbation import gaussian_blur
 
-__all__ = ["MODES", "FaithfulnessCurves", "perturbation_curve", "deletion_curve", "insertion_curve", "randomize_weights",
-           "sanity_check"]
+__all__ = [
+    "MODES",
+    "FaithfulnessCurves",
+    "deletion_curve",
+    "insertion_curve",
+    "perturbation_curve",
+    "randomize_weights",
+    "sanity_check",
+]
 
 MODES = ("deletion", "insertion")
 
@@ -68,8 +75,10 @@ def _replacement(image: th.Tensor, replacement, sigma: float) -> th.Tensor:
     try:
         return th.broadcast_to(rep, image.shape)
     except RuntimeError as e:
-        raise ValueError(f"replacement of shape {tuple(rep.shape)} does not broadcast to the image shape {tuple(image.shape)}; "
-                         "pass a float, a [C, 1, 1] colour, a [B, C, H, W] image, or None for the blurred image") from e
+        raise ValueError(
+            f"replacement of shape {tuple(rep.shape)} does not broadcast to the image shape {tuple(image.shape)}; "
+            "pass a float, a [C, 1, 1] colour, a [B, C, H, W] image, or None for the blurred image"
+        ) from e
 
 
 def _forward_logits(policy: Policy, x: th.Tensor, side: th.Tensor | None, batch_size: int) -> th.Tensor:
@@ -80,9 +89,19 @@ def _forward_logits(policy: Policy, x: th.Tensor, side: th.Tensor | None, batch_
     return th.cat(out).double()
 
 
-def perturbation_curve(policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None, *,
-                       mode: str = "deletion", n_steps: int = 16, replacement=None, sigma: float = 3.0,
-                       batch_size: int = 256) -> FaithfulnessCurves:
+def perturbation_curve(
+    policy: Policy,
+    image: th.Tensor,
+    saliency,
+    action: th.Tensor,
+    side: th.Tensor | None = None,
+    *,
+    mode: str = "deletion",
+    n_steps: int = 16,
+    replacement=None,
+    sigma: float = 3.0,
+    batch_size: int = 256,
+) -> FaithfulnessCurves:
     """Deletion or insertion curve of a saliency map for a policy (Petsiuk et al. 2018, RISE, Sec. 4.1).
 
     Pixels are ordered by decreasing ``saliency`` (ties by flattened pixel index, first pixel first: a stable argsort
@@ -126,11 +145,16 @@ def perturbation_curve(policy: Policy, image: th.Tensor, saliency, action: th.Te
     if image.ndim != 4:
         raise ValueError(f"image must be [B, C, H, W], got shape {tuple(image.shape)}; add a batch axis with image[None]")
     b, c, h, w = image.shape
-    sal = (saliency.detach().to("cpu", th.float64) if isinstance(saliency, th.Tensor)
-           else th.as_tensor(np.asarray(saliency, dtype=np.float64)))
+    sal = (
+        saliency.detach().to("cpu", th.float64)
+        if isinstance(saliency, th.Tensor)
+        else th.as_tensor(np.asarray(saliency, dtype=np.float64))
+    )
     if tuple(sal.shape) != (b, h, w):
-        raise ValueError(f"saliency must be [B, H, W] = {(b, h, w)} to match the image, got {tuple(sal.shape)}; "
-                         "reduce channels first (e.g. .amax(1)) and compute it on the same frames")
+        raise ValueError(
+            f"saliency must be [B, H, W] = {(b, h, w)} to match the image, got {tuple(sal.shape)}; "
+            "reduce channels first (e.g. .amax(1)) and compute it on the same frames"
+        )
     if not th.isfinite(sal).all():
         raise ValueError("saliency contains NaN or inf; replace them (e.g. torch.nan_to_num) before ranking pixels")
     action = th.as_tensor(action, device=image.device).long()
@@ -154,8 +178,9 @@ def perturbation_curve(policy: Policy, image: th.Tensor, saliency, action: th.Te
         clean = _forward_logits(policy, image, side, batch_size)  # [B, A]
         n_act = clean.shape[1]
         if int(action.min()) < 0 or int(action.max()) >= n_act:
-            raise ValueError(f"action values must lie in [0, {n_act}) for this policy, got min {int(action.min())}, "
-                             f"max {int(action.max())}")
+            raise ValueError(
+                f"action values must lie in [0, {n_act}) for this policy, got min {int(action.min())}, max {int(action.max())}"
+            )
         for start in range(0, b, frames_per_chunk):
             sl = slice(start, start + frames_per_chunk)
             n = rank[sl].shape[0]
@@ -170,20 +195,28 @@ def perturbation_curve(policy: Policy, image: th.Tensor, saliency, action: th.Te
             probs.append(lp.gather(2, action[sl, None, None].expand(n, s, 1)).squeeze(2).exp())
     prob = th.cat(probs).cpu().numpy()
     kl = th.cat(kls).cpu().numpy()
-    return FaithfulnessCurves(mode=mode, fractions=fractions, prob=prob, kl=kl,
-                              prob_auc=np.trapezoid(prob, fractions, axis=1), kl_auc=np.trapezoid(kl, fractions, axis=1))
+    return FaithfulnessCurves(
+        mode=mode,
+        fractions=fractions,
+        prob=prob,
+        kl=kl,
+        prob_auc=np.trapezoid(prob, fractions, axis=1),
+        kl_auc=np.trapezoid(kl, fractions, axis=1),
+    )
 
 
-def deletion_curve(policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None,
-                   **kwargs) -> FaithfulnessCurves:
+def deletion_curve(
+    policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None, **kwargs
+) -> FaithfulnessCurves:
     """Deletion curve (Petsiuk et al. 2018): :func:`perturbation_curve` with ``mode="deletion"``; keyword arguments
     (``n_steps``, ``replacement``, ``sigma``, ``batch_size``) as there. LOWER ``prob_auc`` and HIGHER ``kl_auc`` are
     better (deleting the top-ranked pixels first should change the decision fastest)."""
     return perturbation_curve(policy, image, saliency, action, side, mode="deletion", **kwargs)
 
 
-def insertion_curve(policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None,
-                    **kwargs) -> FaithfulnessCurves:
+def insertion_curve(
+    policy: Policy, image: th.Tensor, saliency, action: th.Tensor, side: th.Tensor | None = None, **kwargs
+) -> FaithfulnessCurves:
     """Insertion curve (Petsiuk et al. 2018): :func:`perturbation_curve` with ``mode="insertion"``; keyword arguments
     as there. HIGHER ``prob_auc`` and LOWER ``kl_auc`` are better (revealing the top-ranked pixels first should restore
     the decision fastest)."""
@@ -248,10 +281,17 @@ def randomize_weights(policy: nn.Module, seed: int = 0) -> nn.Module:
     try:
         rnd = copy.deepcopy(policy, memo=_detached_nonleaf_memo(policy))
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"cannot deep-copy the policy ({e}); remove unpicklable attributes or build the randomised "
-                         "copy yourself and pass it as sanity_check(..., randomized=copy)") from e
-    cuda = sorted({p.device.index if p.device.index is not None else th.cuda.current_device()
-                   for p in rnd.parameters() if p.device.type == "cuda"})
+        raise ValueError(
+            f"cannot deep-copy the policy ({e}); remove unpicklable attributes or build the randomised "
+            "copy yourself and pass it as sanity_check(..., randomized=copy)"
+        ) from e
+    cuda = sorted(
+        {
+            p.device.index if p.device.index is not None else th.cuda.current_device()
+            for p in rnd.parameters()
+            if p.device.type == "cuda"
+        }
+    )
     with th.random.fork_rng(devices=cuda), th.no_grad():
         th.default_generator.manual_seed(int(seed))
         for i in cuda:
@@ -272,8 +312,15 @@ def randomize_weights(policy: nn.Module, seed: int = 0) -> nn.Module:
     return rnd
 
 
-def sanity_check(method: Callable, policy: nn.Module, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
-                 seed: int = 0, randomized: nn.Module | None = None) -> np.ndarray:
+def sanity_check(
+    method: Callable,
+    policy: nn.Module,
+    image: th.Tensor,
+    action: th.Tensor,
+    side: th.Tensor | None = None,
+    seed: int = 0,
+    randomized: nn.Module | None = None,
+) -> np.ndarray:
     """Model-parameter randomisation test (Adebayo et al. 2018, "Sanity Checks for Saliency Maps", NeurIPS, Sec. 3.1):
     Spearman rank correlation, per frame, between ``method``'s map for ``policy`` and for a copy of ``policy`` with
     re-initialised weights (:func:`randomize_weights`). The paper reports Spearman rank correlation (with and without
@@ -305,6 +352,8 @@ def sanity_check(method: Callable, policy: nn.Module, image: th.Tensor, action: 
     a = a.detach() if isinstance(a, th.Tensor) else a
     b = b.detach() if isinstance(b, th.Tensor) else b
     if tuple(np.shape(a)) != tuple(np.shape(b)):
-        raise ValueError(f"method returned maps of shape {tuple(np.shape(a))} for the policy and {tuple(np.shape(b))} "
-                         "for its randomised copy; the method must return [B, H, W] for both")
+        raise ValueError(
+            f"method returned maps of shape {tuple(np.shape(a))} for the policy and {tuple(np.shape(b))} "
+            "for its randomised copy; the method must return [B, H, W] for both"
+        )
     return spearman(a, b)

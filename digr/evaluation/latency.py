@@ -22,8 +22,14 @@ from digr.saliency import act_and_explain, perturbation_saliency
 __all__ = ["bench_latency", "latency_rows", "latency_summary", "random_frames", "time_per_map"]
 
 
-def time_per_map(fn: Callable[[th.Tensor, th.Tensor | None], th.Tensor], image: th.Tensor, side: th.Tensor | None, batch: int,
-                 repeats: int, warmup: int = 1) -> dict:  # fmt: skip
+def time_per_map(
+    fn: Callable[[th.Tensor, th.Tensor | None], th.Tensor],
+    image: th.Tensor,
+    side: th.Tensor | None,
+    batch: int,
+    repeats: int,
+    warmup: int = 1,
+) -> dict:
     """Median wall time of ``fn(image[:batch], side[:batch])``, per frame, after ``warmup`` untimed calls.
 
     :returns: ``{"batch", "repeats", "ms_per_frame" (median), "ms_per_frame_min", "ms_per_call"}`` (milliseconds).
@@ -38,12 +44,18 @@ def time_per_map(fn: Callable[[th.Tensor, th.Tensor | None], th.Tensor], image: 
         fn(x, s)
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"batch": len(x), "repeats": repeats, "ms_per_call": 1000 * med, "ms_per_frame": 1000 * med / len(x),
-            "ms_per_frame_min": 1000 * min(times) / len(x)}  # fmt: skip
+    return {
+        "batch": len(x),
+        "repeats": repeats,
+        "ms_per_call": 1000 * med,
+        "ms_per_frame": 1000 * med / len(x),
+        "ms_per_frame_min": 1000 * min(times) / len(x),
+    }
 
 
-def latency_rows(teacher: Policy, student: Policy, image: th.Tensor, side: th.Tensor | None, p, batches=(1, 32),
-                 repeats: int = 20) -> list[dict]:  # fmt: skip
+def latency_rows(
+    teacher: Policy, student: Policy, image: th.Tensor, side: th.Tensor | None, p, batches=(1, 32), repeats: int = 20
+) -> list[dict]:
     """Median per-frame latency of the student's gradient map and the teacher's perturbation map at each batch size.
 
     The student's map is :func:`digr.saliency.act_and_explain` (the acting forward pass + one backward pass). The
@@ -60,19 +72,45 @@ def latency_rows(teacher: Policy, student: Policy, image: th.Tensor, side: th.Te
     rows = []
     for b in batches:
         g = time_per_map(lambda x, s: act_and_explain(student, x, s), image, side, b, repeats)
-        q = time_per_map(lambda x, s: perturbation_saliency(teacher, x, None, s, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
-                                                            stride=p.stride, internal_batch_size=p.internal_batch_size),
-                         image, side, b, max(3, repeats // 4))  # fmt: skip
+        q = time_per_map(
+            lambda x, s: perturbation_saliency(
+                teacher,
+                x,
+                None,
+                s,
+                sigma_mask=p.sigma_mask,
+                sigma_blur=p.sigma_blur,
+                stride=p.stride,
+                internal_batch_size=p.internal_batch_size,
+            ),
+            image,
+            side,
+            b,
+            max(3, repeats // 4),
+        )
         n = min(p.internal_batch_size, b * passes)  # one forward pass of the size the perturbation map uses
         xs = image[:b].repeat(passes, 1, 1, 1)[:n].contiguous()
         ss = None if side is None else side[:b].repeat(passes, 1)[:n].contiguous()
         with th.inference_mode():
-            f = time_per_map(lambda x, s: teacher(xs, ss), image, side, b, max(3, repeats // 4))
-        rows.append({"map": "student gradient", "batch": b, "ms_per_frame": g["ms_per_frame"],
-                     "passes": "1 fwd (which also picks the greedy action) + 1 bwd"})  # fmt: skip
-        rows.append({"map": f"teacher perturbation (stride {p.stride})", "batch": b, "ms_per_frame": q["ms_per_frame"],
-                     "passes": f"{passes} fwd", "forward_passes_per_s": b * passes / (q["ms_per_call"] / 1000),
-                     "plain_forward_passes_per_s": n / (f["ms_per_call"] / 1000)})  # fmt: skip
+            f = time_per_map(lambda x, s, xs=xs, ss=ss: teacher(xs, ss), image, side, b, max(3, repeats // 4))
+        rows.append(
+            {
+                "map": "student gradient",
+                "batch": b,
+                "ms_per_frame": g["ms_per_frame"],
+                "passes": "1 fwd (which also picks the greedy action) + 1 bwd",
+            }
+        )
+        rows.append(
+            {
+                "map": f"teacher perturbation (stride {p.stride})",
+                "batch": b,
+                "ms_per_frame": q["ms_per_frame"],
+                "passes": f"{passes} fwd",
+                "forward_passes_per_s": b * passes / (q["ms_per_call"] / 1000),
+                "plain_forward_passes_per_s": n / (f["ms_per_call"] / 1000),
+            }
+        )
     return rows
 
 
@@ -105,12 +143,22 @@ def random_frames(env_fn: Callable[[], gym.Env], n: int, seed: int) -> tuple[th.
     n_actions = env.action_space.n
     env.close()
     frames = _Frames(n)
-    run_episodes(env_fn, RandomActor(n_actions, seed), episodes=None, seed=seed, hooks=[frames], stop=lambda: len(frames.obs) >= n)
+    run_episodes(
+        env_fn, RandomActor(n_actions, seed), episodes=None, seed=seed, hooks=[frames], stop=lambda: len(frames.obs) >= n
+    )
     return obs_to_tensors(stack_obs(frames.obs))
 
 
-def bench_latency(teacher: Policy, student: Policy, image: th.Tensor, side: th.Tensor | None, p, batches: Sequence[int] = (1, 32),
-                  repeats: int = 20, threads: Sequence[int] | None = None) -> list[dict]:  # fmt: skip
+def bench_latency(
+    teacher: Policy,
+    student: Policy,
+    image: th.Tensor,
+    side: th.Tensor | None,
+    p,
+    batches: Sequence[int] = (1, 32),
+    repeats: int = 20,
+    threads: Sequence[int] | None = None,
+) -> list[dict]:
     """:func:`latency_rows` at each torch thread count in ``threads`` (the same count for both maps, so each ratio
     compares like with like); rows carry ``"threads"``. The thread count in force before is restored afterwards.
 
@@ -128,4 +176,3 @@ def bench_latency(teacher: Policy, student: Policy, image: th.Tensor, side: th.T
     finally:
         th.set_num_threads(before)
     return rows
-

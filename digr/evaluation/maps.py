@@ -38,7 +38,9 @@ def gradient_maps(policy: Policy, image: th.Tensor, side: th.Tensor | None, batc
     return batched(lambda x, s, a: gradient_saliency(policy, x, a, s), image, side, batch, action).numpy()
 
 
-def map_quality(maps: th.Tensor, reference: th.Tensor | None, target_mask: np.ndarray | None, top_percent: float = 10.0) -> dict:
+def map_quality(
+    maps: th.Tensor, reference: th.Tensor | None, target_mask: np.ndarray | None, top_percent: float = 10.0
+) -> dict:
     """Agreement of ``maps`` ``[B, H, W]`` with ``reference`` ``[B, H, W]`` and localisation on ``target_mask`` (bool
     ``[B, H, W]``).
 

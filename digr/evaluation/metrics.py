@@ -21,7 +21,7 @@ import numpy as np
 import torch as th
 from scipy.stats import rankdata
 
-__all__ = ["spearman", "pearson", "topk_iou", "topk_auc", "gini", "mass_inside", "pointing_game", "nanmean_ci"]
+__all__ = ["gini", "mass_inside", "nanmean_ci", "pearson", "pointing_game", "spearman", "topk_auc", "topk_iou"]
 
 
 def _np(x) -> np.ndarray:
@@ -32,13 +32,16 @@ def _pair(a, b, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Two maps as float64 ``[B, N]`` after checking that their shapes agree."""
     a, b = _np(a), _np(b)
     if a.ndim < 2 or a.shape != b.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must be maps of the same shape [B, H, W], got {a.shape} and {b.shape}; "
-                         "compute both maps on the same frames (and reshape any [B, 1, H, W] map to [B, H, W])")
+        raise ValueError(
+            f"{names[0]} and {names[1]} must be maps of the same shape [B, H, W], got {a.shape} and {b.shape}; "
+            "compute both maps on the same frames (and reshape any [B, 1, H, W] map to [B, H, W])"
+        )
     return a.reshape(len(a), -1), b.reshape(len(b), -1)
 
 
 def spearman(a, b) -> np.ndarray:
-    """Spearman rank correlation between maps ``a`` and ``b`` (``[B, H, W]``) per frame, ties by average rank; NaN if a map is constant."""
+    """Spearman rank correlation between maps ``a`` and ``b`` (``[B, H, W]``) per frame, float64 ``[B]`` in [−1, 1];
+    ties by average rank; NaN if a map is constant."""
     a, b = _np(a).reshape(len(a), -1), _np(b).reshape(len(b), -1)
     out = np.full(len(a), np.nan)
     for i in range(len(a)):
@@ -73,7 +76,7 @@ def pearson(a, b) -> np.ndarray:
 
 
 def _top_mask(x: np.ndarray, percent: float) -> np.ndarray:
-    k = max(1, int(round(x.shape[1] * percent / 100.0)))
+    k = max(1, round(x.shape[1] * percent / 100.0))
     idx = np.argsort(-x, axis=1, kind="stable")[:, :k]
     m = np.zeros_like(x, dtype=bool)
     np.put_along_axis(m, idx, True, axis=1)
@@ -174,4 +177,4 @@ def nanmean_ci(x) -> tuple[float, float, int]:
     if len(x) == 0:
         return float("nan"), float("nan"), 0
     hw = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return float(x.mean()), float(hw), int(len(x))
+    return float(x.mean()), float(hw), len(x)

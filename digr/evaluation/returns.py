@@ -20,8 +20,15 @@ from digr.rollout import Episode, Fingerprints, GreedyActor, SampleActor, run_ep
 __all__ = ["distinct_episodes", "rollout_returns", "summarize_episodes"]
 
 
-def rollout_returns(env_fn: Callable[[], gym.Env], policy: Policy, episodes: int, seed: int, deterministic: bool = True,
-                    progress: Callable[[int], None] | None = None, n_envs: int = 1) -> dict:  # fmt: skip
+def rollout_returns(
+    env_fn: Callable[[], gym.Env],
+    policy: Policy,
+    episodes: int,
+    seed: int,
+    deterministic: bool = True,
+    progress: Callable[[int], None] | None = None,
+    n_envs: int = 1,
+) -> dict:
     """Run ``episodes`` full episodes (seeds ``seed + i``) and summarise them (:func:`summarize_episodes`).
 
     :param deterministic: greedy actions; otherwise actions are sampled from the policy with a generator seeded ``seed``.
@@ -41,8 +48,9 @@ def summarize(done: list[Episode], fingerprints: Fingerprints | None = None) -> 
     return summarize_episodes([e.ret for e in done], [e.success for e in done], [e.length for e in done], ids)
 
 
-def summarize_episodes(returns: list[float], successes: list[float], lengths: list[int],
-                       trajectory_ids: list[str] | None = None) -> dict:  # fmt: skip
+def summarize_episodes(
+    returns: list[float], successes: list[float], lengths: list[int], trajectory_ids: list[str] | None = None
+) -> dict:
     """Summary of finished episodes (one entry per episode; success NaN where the env reports none).
 
     :param trajectory_ids: per-episode :class:`digr.rollout.TrajectoryHash` digests, kept as ``"trajectory_ids"``.
@@ -53,10 +61,19 @@ def summarize_episodes(returns: list[float], successes: list[float], lengths: li
     r, s = np.asarray(returns, dtype=np.float64), np.asarray(successes, dtype=np.float64)
     _, r_ci, _ = nanmean_ci(r)
     s_mean, s_ci, _ = nanmean_ci(s)
-    return {"episodes": len(r), "return_mean": float(r.mean()), "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
-            "return_ci95": r_ci, "success_rate": s_mean, "success_ci95": s_ci,
-            "mean_length": float(np.mean(lengths)), "returns": returns, "successes": successes, "lengths": lengths,
-            **({} if trajectory_ids is None else {"trajectory_ids": list(trajectory_ids)})}  # fmt: skip
+    return {
+        "episodes": len(r),
+        "return_mean": float(r.mean()),
+        "return_std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+        "return_ci95": r_ci,
+        "success_rate": s_mean,
+        "success_ci95": s_ci,
+        "mean_length": float(np.mean(lengths)),
+        "returns": returns,
+        "successes": successes,
+        "lengths": lengths,
+        **({} if trajectory_ids is None else {"trajectory_ids": list(trajectory_ids)}),
+    }
 
 
 def distinct_episodes(rollout: dict) -> int:

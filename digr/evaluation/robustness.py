@@ -77,8 +77,15 @@ class ActionFlips(Hook):
         self.rates[episode.index] = self._moved.pop(episode.index, 0) / episode.length
 
 
-def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: Policy, attack: Attack | None, episodes: int, seed: int,
-                             progress: Callable[[int], None] | None = None, n_parallel: int = 32) -> dict:  # fmt: skip
+def attacked_rollout_returns(
+    env_fn: Callable[[], gym.Env],
+    policy: Policy,
+    attack: Attack | None,
+    episodes: int,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+    n_parallel: int = 32,
+) -> dict:
     """Run ``episodes`` full episodes with ``attack`` perturbing every image observation; greedy actions on s'.
 
     Episodes run in lockstep waves of up to ``n_parallel`` environments (:func:`digr.rollout.run_episodes`): at each
@@ -110,22 +117,36 @@ def attacked_rollout_returns(env_fn: Callable[[], gym.Env], policy: Policy, atta
     active = attack is not None and attack.eps != 0
     fingerprints, flips = Fingerprints(), ActionFlips(policy)
     transform = (lambda image, side, generator: attack(policy, image, side, generator=generator)) if active else None
-    done = run_episodes(env_fn, GreedyActor(policy), episodes=episodes, seed=seed, n_envs=n_parallel, transform=transform,
-                        hooks=[fingerprints, flips] if active else [fingerprints], progress=progress, device=_device(policy))  # fmt: skip
+    done = run_episodes(
+        env_fn,
+        GreedyActor(policy),
+        episodes=episodes,
+        seed=seed,
+        n_envs=n_parallel,
+        transform=transform,
+        hooks=[fingerprints, flips] if active else [fingerprints],
+        progress=progress,
+        device=_device(policy),
+    )
     out = summarize(done, fingerprints)
     for key in ("return_ci95", "success_rate", "success_ci95"):  # JSON-safe: NaN → None
         out[key] = _f(out[key])
     out["successes"] = [_f(x) for x in out["successes"]]
     rates = [flips.rates.get(e.index, 0.0) for e in done]
     flip_mean, flip_ci = (None, None) if gaussian else _ci(rates)
-    return {**out,
-            "flip_rate": flip_mean, "flip_rate_ci95": flip_ci, "flip_rates": None if gaussian else rates,
-            "action_shift": _f(np.mean(rates)) if gaussian else None,
-            "attack": None if attack is None else attack.describe()}  # fmt: skip
+    return {
+        **out,
+        "flip_rate": flip_mean,
+        "flip_rate_ci95": flip_ci,
+        "flip_rates": None if gaussian else rates,
+        "action_shift": _f(np.mean(rates)) if gaussian else None,
+        "attack": None if attack is None else attack.describe(),
+    }
 
 
-def open_loop_attack(policy: Policy, image: th.Tensor, side: th.Tensor | None, attack: Attack, batch_size: int = 256,
-                     seed: int = 0) -> dict:
+def open_loop_attack(
+    policy: Policy, image: th.Tensor, side: th.Tensor | None, attack: Attack, batch_size: int = 256, seed: int = 0
+) -> dict:
     """Attack a fixed set of states and measure how much the policy's decision moves.
 
     :param image: float ``[N, C, H, W]`` in [0, 1] (e.g. a held-out dataset / 255); moved to the policy's device in
@@ -149,8 +170,8 @@ def open_loop_attack(policy: Policy, image: th.Tensor, side: th.Tensor | None, a
     gen = th.Generator().manual_seed(seed)
     flips, kls, shifts, linf = [], [], [], 0.0
     for i in range(0, len(image), batch_size):
-        x = image[i:i + batch_size].to(device)
-        s = None if side is None else side[i:i + batch_size].to(device)
+        x = image[i : i + batch_size].to(device)
+        s = None if side is None else side[i : i + batch_size].to(device)
         adv = attack(policy, x, s, generator=gen)
         with th.no_grad():
             clean, out = policy(x, s), policy(adv, s)
@@ -162,17 +183,36 @@ def open_loop_attack(policy: Policy, image: th.Tensor, side: th.Tensor | None, a
         linf = max(linf, float((adv - x).abs().amax())) if adv.numel() else linf
     kl_mean, kl_ci = _ci(th.cat(kls).double().numpy())
     flip_mean, flip_ci = (None, None) if gaussian else _ci(th.cat(flips).double().numpy())
-    return {"n": int(len(image)), "flip_rate": flip_mean, "flip_rate_ci95": flip_ci, "kl_mean": kl_mean, "kl_ci95": kl_ci,
-            "kl_kind": "gaussian" if gaussian else "categorical",
-            "action_shift": _f(th.cat(shifts).mean()) if gaussian else None, "linf_max": linf, "attack": attack.describe()}
+    return {
+        "n": len(image),
+        "flip_rate": flip_mean,
+        "flip_rate_ci95": flip_ci,
+        "kl_mean": kl_mean,
+        "kl_ci95": kl_ci,
+        "kl_kind": "gaussian" if gaussian else "categorical",
+        "action_shift": _f(th.cat(shifts).mean()) if gaussian else None,
+        "linf_max": linf,
+        "attack": attack.describe(),
+    }
 
 
-def robustness_sweep(agents: Mapping[str, Policy], attacks: Sequence[str], eps_list: Sequence[float | str], *,
-                     env_fn: Callable[[], gym.Env] | None = None, episodes: int = 20, seed: int = 0,
-                     image: th.Tensor | None = None, side: th.Tensor | None = None, batch_size: int = 256,
-                     attack_kwargs: Mapping[str, Mapping] | None = None,
-                     progress: Callable[[int, int, str], None] | None = None, n_parallel: int = 32,
-                     done: Sequence[dict] = (), on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def robustness_sweep(
+    agents: Mapping[str, Policy],
+    attacks: Sequence[str],
+    eps_list: Sequence[float | str],
+    *,
+    env_fn: Callable[[], gym.Env] | None = None,
+    episodes: int = 20,
+    seed: int = 0,
+    image: th.Tensor | None = None,
+    side: th.Tensor | None = None,
+    batch_size: int = 256,
+    attack_kwargs: Mapping[str, Mapping] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    n_parallel: int = 32,
+    done: Sequence[dict] = (),
+    on_row: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Evaluate every agent under every attack and budget, closed loop (if ``env_fn``) and open loop (if ``image``).
 
     :param agents: name → policy. :param attacks: names for :func:`digr.attacks.make_attack` (e.g. ``["random",
@@ -205,9 +245,17 @@ def robustness_sweep(agents: Mapping[str, Policy], attacks: Sequence[str], eps_l
         for name in attacks:
             for eps in eps_values:
                 attack = make_attack(name, eps, **attack_kwargs.get(name, {}))
-                row = {"agent": agent_name, "attack": name, "eps": eps, "eps_255": eps_to_255(eps),
-                       "eps_label": format_eps(eps),
-                       "attack_config": attack.describe(), "closed_loop": None, "open_loop": None, "skipped": None}
+                row = {
+                    "agent": agent_name,
+                    "attack": name,
+                    "eps": eps,
+                    "eps_255": eps_to_255(eps),
+                    "eps_label": format_eps(eps),
+                    "attack_config": attack.describe(),
+                    "closed_loop": None,
+                    "open_loop": None,
+                    "skipped": None,
+                }
                 earlier = finished.get((agent_name, name, eps))
                 if earlier is not None and earlier.get("attack_config") == row["attack_config"]:
                     row = earlier
@@ -219,7 +267,9 @@ def robustness_sweep(agents: Mapping[str, Policy], attacks: Sequence[str], eps_l
                     row["closed_loop"], row["open_loop"] = clean_cache[agent_name]
                 else:
                     if env_fn is not None:
-                        row["closed_loop"] = attacked_rollout_returns(env_fn, policy, attack, episodes, seed, n_parallel=n_parallel)
+                        row["closed_loop"] = attacked_rollout_returns(
+                            env_fn, policy, attack, episodes, seed, n_parallel=n_parallel
+                        )
                     if image is not None:
                         row["open_loop"] = open_loop_attack(policy, image, side, attack, batch_size, seed)
                     if eps == 0:

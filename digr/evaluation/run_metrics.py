@@ -1,13 +1,14 @@
 """The metrics of a run (``metrics.json``): every agent's returns, its agreement with the teacher, and the quality of
 every agent's saliency map on the held-out frames.
 
-Layout of the dict :func:`evaluate_agents` returns (the pipeline adds ``latency``, ``mask_fraction``, the teacher's
-``num_timesteps`` and each student's ``lam`` and ``mask``)::
+Layout of the dict :func:`evaluate_agents` returns (the pipeline adds ``mask_fraction``; ``info`` entries, such as
+the teacher's ``num_timesteps`` and each student's ``lam`` and ``mask``, join their agent's dict)::
 
     {"eval_episodes", "eval_seed", "heldout_frames", "top_percent",
      "teacher": {"rollout": summary},
      "students": {name: {"rollout": summary, "action_agreement": float}},
-     "maps": {"teacher perturbation" | "teacher gradient" | "<student> gradient": {metric: {"mean", "ci95", "n"}}}}
+     "maps": {"teacher perturbation" | "teacher gradient" | "<student> gradient": {metric: {"mean", "ci95", "n"}}},
+     "latency": {"threads", "rows", "ratio"}}
 
 with summaries of :func:`digr.evaluation.returns.summarize_episodes` and map metrics of
 :func:`digr.evaluation.maps.map_quality`.
@@ -22,6 +23,7 @@ import numpy as np
 import torch as th
 
 from digr.contracts import Policy
+from digr.evaluation.latency import latency_rows, latency_summary
 from digr.evaluation.maps import agree_actions, gradient_maps, map_quality
 from digr.evaluation.returns import rollout_returns
 from digr.method.dataset import StateDataset
@@ -29,28 +31,49 @@ from digr.method.dataset import StateDataset
 __all__ = ["evaluate_agents"]
 
 
-def evaluate_agents(agents: dict[str, Policy], held: StateDataset, reference: np.ndarray, *, env_fn: Callable[[], gym.Env],
-                    episodes: int, seed: int, deterministic: bool = True, top_percent: float = 10.0, device: str = "cpu",
-                    progress: Callable[[str, int, int], None] | None = None,
-                    log: Callable[[str], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:  # fmt: skip
-    """Evaluate the teacher (``agents["teacher"]``) and every student (the other entries).
+def evaluate_agents(
+    agents: dict[str, Policy],
+    held: StateDataset,
+    reference: np.ndarray,
+    e,
+    *,
+    env_fn: Callable[[], gym.Env],
+    perturbation,
+    device: str = "cpu",
+    info: dict[str, dict] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Evaluate the teacher (``agents["teacher"]``) and every student (the other entries); time the first student's
+    gradient map against the teacher's perturbation map (:func:`digr.evaluation.latency.latency_rows`).
 
     :param held: held-out states (images uint8 ``[N, C, H, W]``, target masks bool ``[N, H, W]``).
     :param reference: the teacher's perturbation maps of those states, float ``[N, H, W]``.
-    :param env_fn, episodes, seed, deterministic: closed-loop returns (:func:`digr.evaluation.returns.rollout_returns`).
-    :param top_percent: k of the top-k % IoU. :param progress: ``progress(agent, episodes_done, episodes)``.
+    :param e: the ``evaluate`` config section: ``episodes``, ``seed``, ``deterministic`` (closed-loop returns,
+        :func:`digr.evaluation.returns.rollout_returns`), ``top_percent`` (k of the top-k % IoU), ``latency_batch``
+        and ``latency_repeats``. :param env_fn: builds the evaluation env.
+    :param perturbation: the ``perturbation`` config section (the timed teacher map).
+    :param info: agent name → more JSON-safe fields for that agent's entry (e.g. ``{"digr": {"lam": 0.01}}``).
+    :param progress: ``progress(agent, episodes_done, episodes)``. :param log: called with one line per agent.
     :returns: ``(metrics, maps)``: the metrics dict (module docstring) and each map, float ``[N, H, W]``, by name.
     :raises KeyError: no ``"teacher"`` in ``agents``.
     """
+    episodes, seed, top_percent = e.episodes, e.seed, e.top_percent
     teacher, students = agents["teacher"], {k: v for k, v in agents.items() if k != "teacher"}
-    image = th.as_tensor(held.images, device=device).float() / 255.0
-    side = None if held.side is None else th.as_tensor(held.side, device=device)
+    image, side = held.tensors(device=device)
     target = held.target_mask if held.target_mask.any() else None
-    metrics = {"eval_episodes": episodes, "eval_seed": seed, "heldout_frames": len(held), "top_percent": top_percent,
-               "teacher": {}, "students": {name: {} for name in students}, "maps": {}}  # fmt: skip
+    metrics = {
+        "eval_episodes": episodes,
+        "eval_seed": seed,
+        "heldout_frames": len(held),
+        "top_percent": top_percent,
+        "teacher": {},
+        "students": {name: {} for name in students},
+        "maps": {},
+    }
     for name, policy in agents.items():
-        r = rollout_returns(env_fn, policy, episodes, seed, deterministic,
-                            progress=None if progress is None else lambda k, name=name: progress(name, k, episodes))  # fmt: skip
+        tick = None if progress is None else lambda k, name=name: progress(name, k, episodes)
+        r = rollout_returns(env_fn, policy, episodes, seed, e.deterministic, progress=tick)
         (metrics["teacher"] if name == "teacher" else metrics["students"][name])["rollout"] = r
         if log is not None:
             log(f"evaluate: {name}: success {r['success_rate']:.3f}, return {r['return_mean']:.3f} over {episodes} episodes")
@@ -60,5 +83,12 @@ def evaluate_agents(agents: dict[str, Policy], held: StateDataset, reference: np
     maps.update({f"{name} gradient": gradient_maps(student, image, side) for name, student in students.items()})
     ref = th.as_tensor(reference)
     for name, m in maps.items():
-        metrics["maps"][name] = map_quality(th.as_tensor(m), None if name == "teacher perturbation" else ref, target, top_percent)
+        metrics["maps"][name] = map_quality(
+            th.as_tensor(m), None if name == "teacher perturbation" else ref, target, top_percent
+        )
+    student = next(iter(students.values()))
+    rows = latency_rows(teacher, student, image, side, perturbation, sorted({1, e.latency_batch}), e.latency_repeats)
+    metrics["latency"] = latency_summary(rows)
+    for name, extra in (info or {}).items():
+        (metrics["teacher"] if name == "teacher" else metrics["students"][name]).update(extra)
     return metrics, maps

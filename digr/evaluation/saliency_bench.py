@@ -19,10 +19,8 @@ held-out frames (the agent explains its own greedy action), it measures
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch as th
@@ -32,10 +30,10 @@ from digr.evaluation.faithfulness import deletion_curve, insertion_curve, random
 from digr.evaluation.latency import time_per_map
 from digr.evaluation.maps import batched
 from digr.evaluation.metrics import gini, mass_inside, nanmean_ci, pearson, pointing_game, spearman, topk_auc, topk_iou
+from digr.method.dataset import StateDataset
 from digr.saliency import SAMPLING_METHODS, SaliencyMethod, make_method
 
-__all__ = ["bench_methods", "build_methods"]
-
+__all__ = ["bench_heldout", "bench_methods", "build_methods"]
 
 
 def build_methods(sb, p, seed: int = 0) -> dict[str, SaliencyMethod]:
@@ -49,20 +47,28 @@ def build_methods(sb, p, seed: int = 0) -> dict[str, SaliencyMethod]:
     out = {}
     for name in sb.methods:
         if name in SAMPLING_METHODS:
-            kw = dict(n_samples=sb.n_samples, seed=seed)
+            kw = {"n_samples": sb.n_samples, "seed": seed}
             if name == "adaptgrad":
                 kw["confidence"] = sb.confidence
             else:
                 kw["noise_level"] = sb.noise_level
             out[f"{name}-{sb.n_samples}"] = make_method(name, **kw)
         elif name == "integrated_gradients":
-            out[f"integrated_gradients-{sb.ig_steps} ({sb.ig_baseline})"] = make_method(name, n_steps=sb.ig_steps, baseline=sb.ig_baseline)
+            out[f"integrated_gradients-{sb.ig_steps} ({sb.ig_baseline})"] = make_method(
+                name, n_steps=sb.ig_steps, baseline=sb.ig_baseline
+            )
         elif name == "occlusion":
-            out[f"occlusion {sb.occlusion_window}px/{sb.occlusion_stride}"] = make_method(name, window=sb.occlusion_window,
-                                                                                          stride=sb.occlusion_stride)
+            out[f"occlusion {sb.occlusion_window}px/{sb.occlusion_stride}"] = make_method(
+                name, window=sb.occlusion_window, stride=sb.occlusion_stride
+            )
         elif name == "perturbation":
-            out[f"perturbation (stride {p.stride})"] = make_method(name, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur, stride=p.stride,
-                                                                   internal_batch_size=p.internal_batch_size)
+            out[f"perturbation (stride {p.stride})"] = make_method(
+                name,
+                sigma_mask=p.sigma_mask,
+                sigma_blur=p.sigma_blur,
+                stride=p.stride,
+                internal_batch_size=p.internal_batch_size,
+            )
         else:
             out[name] = make_method(name)
     return out
@@ -73,10 +79,21 @@ def _summary(values) -> dict:
     return {"mean": m, "ci95": ci, "n": n}
 
 
-def bench_methods(agents: dict[str, Policy], image: th.Tensor, side: th.Tensor | None, reference: th.Tensor,
-                  target: np.ndarray | None, methods: dict[str, SaliencyMethod], sb, *, top: float, seed: int,
-                  reference_label: str, log: Callable[[str], None] = print,
-                  progress: Callable[[str, int, int], None] | None = None) -> dict:  # fmt: skip
+def bench_methods(
+    agents: dict[str, Policy],
+    image: th.Tensor,
+    side: th.Tensor | None,
+    reference: th.Tensor,
+    target: np.ndarray | None,
+    methods: dict[str, SaliencyMethod],
+    sb,
+    *,
+    top: float,
+    seed: int,
+    reference_label: str,
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
     """Every method on every agent, on the same frames (module docstring); returns the results dict.
 
     :param agents: name → policy (``"teacher"`` and the students). :param image: float ``[N, C, H, W]`` in [0, 1].
@@ -95,8 +112,14 @@ def bench_methods(agents: dict[str, Policy], image: th.Tensor, side: th.Tensor |
     n = len(image)
     ref = reference
     shape = tuple(image.shape[1:])
-    results = {"frames": n, "top_percent": top, "threads": th.get_num_threads(), "latency_batch": sb.latency_batch,
-               "reference": reference_label, "rows": []}
+    results = {
+        "frames": n,
+        "top_percent": top,
+        "threads": th.get_num_threads(),
+        "latency_batch": sb.latency_batch,
+        "reference": reference_label,
+        "rows": [],
+    }
     latency_cache: dict[tuple[str, str], dict] = {}
     total = len(agents) * len(methods)
     done = 0
@@ -106,10 +129,16 @@ def bench_methods(agents: dict[str, Policy], image: th.Tensor, side: th.Tensor |
         randomized = randomize_weights(policy, seed=seed)
         for label, method in methods.items():
             t0 = time.perf_counter()
-            maps = batched(lambda x, s, a, m=method: m(policy, x, a, s), image, side, 32, action).detach().cpu()
+            maps = batched(lambda x, s, a, m=method, p=policy: m(p, x, a, s), image, side, 32, action).detach().cpu()
             compute_s = time.perf_counter() - t0
-            row = {"agent": agent_name, "method": label, "cost": str(method.cost(shape)), "forward": method.cost(shape).forward,
-                   "backward": method.cost(shape).backward, "bench_compute_s": compute_s}
+            row = {
+                "agent": agent_name,
+                "method": label,
+                "cost": str(method.cost(shape)),
+                "forward": method.cost(shape).forward,
+                "backward": method.cost(shape).backward,
+                "bench_compute_s": compute_s,
+            }
             row["spearman"] = _summary(spearman(maps, ref))
             row["pearson"] = _summary(pearson(maps, ref))
             row["iou"] = _summary(topk_iou(maps, ref, top))
@@ -118,24 +147,81 @@ def bench_methods(agents: dict[str, Policy], image: th.Tensor, side: th.Tensor |
                 row["mass_inside"] = _summary(mass_inside(maps.clamp_min(0), target))
                 row["pointing_game"] = _summary(pointing_game(maps, target))
             rank_map = maps.abs()
-            row["deletion_auc"] = _summary(deletion_curve(policy, image, rank_map, action, side, n_steps=sb.deletion_steps).prob_auc)
-            row["insertion_auc"] = _summary(insertion_curve(policy, image, rank_map, action, side, n_steps=sb.deletion_steps).prob_auc)
+            row["deletion_auc"] = _summary(
+                deletion_curve(policy, image, rank_map, action, side, n_steps=sb.deletion_steps).prob_auc
+            )
+            row["insertion_auc"] = _summary(
+                insertion_curve(policy, image, rank_map, action, side, n_steps=sb.deletion_steps).prob_auc
+            )
             k = min(sb.sanity_frames, n)
-            row["sanity_rho"] = _summary(sanity_check(lambda p, x, a, s, m=method: m(p, x, a, s), policy, image[:k], action[:k],
-                                                      None if side is None else side[:k], randomized=randomized))
+            row["sanity_rho"] = _summary(
+                sanity_check(
+                    lambda p, x, a, s, m=method: m(p, x, a, s),
+                    policy,
+                    image[:k],
+                    action[:k],
+                    None if side is None else side[:k],
+                    randomized=randomized,
+                )
+            )
             row["gini"] = _summary(gini(maps))
             key = (arch, label)
             if key not in latency_cache:
                 lat = {}
                 for b in sorted({1, sb.latency_batch}):
-                    t = time_per_map(lambda x, s, m=method: m(policy, x, greedy_action(policy, x, s), s), image, side, b, sb.latency_repeats)
+                    t = time_per_map(
+                        lambda x, s, m=method, p=policy: m(p, x, greedy_action(p, x, s), s), image, side, b, sb.latency_repeats
+                    )
                     lat[str(b)] = t["ms_per_frame"]
                 latency_cache[key] = lat
             row["ms_per_frame"] = latency_cache[key]
             results["rows"].append(row)
             done += 1
-            log(f"saliency-bench: {agent_name:>8s} {label:<34s} ρ={row['spearman']['mean']:.3f} "
-                f"{row['ms_per_frame'][str(sb.latency_batch)]:.2f} ms/frame (batch {sb.latency_batch})")
+            log(
+                f"saliency-bench: {agent_name:>8s} {label:<34s} ρ={row['spearman']['mean']:.3f} "
+                f"{row['ms_per_frame'][str(sb.latency_batch)]:.2f} ms/frame (batch {sb.latency_batch})"
+            )
             if progress:
                 progress(f"{agent_name}: {label}", done, total)
     return results
+
+
+def bench_heldout(
+    agents: dict[str, Policy],
+    held: StateDataset,
+    reference: np.ndarray,
+    sb,
+    perturbation,
+    *,
+    top: float,
+    seed: int,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """:func:`bench_methods` on ``sb.frames`` evenly spaced held-out states of a run, with the configured methods
+    (:func:`build_methods`) and the teacher's perturbation maps as the reference.
+
+    :param held: held-out states. :param reference: their teacher perturbation maps, float ``[N, H, W]``.
+    :param sb: the ``saliency_bench`` config section. :param perturbation: the ``perturbation`` config section.
+    :returns: the results of :func:`bench_methods`.
+    """
+    idx = np.linspace(0, len(held) - 1, min(sb.frames, len(held))).round().astype(int)
+    image, side = held.tensors(idx, device)
+    target = held.target_mask[idx] if held.target_mask[idx].any() else None
+    methods = build_methods(sb, perturbation, seed)
+    label = f"teacher perturbation (stride {perturbation.stride})"
+    return bench_methods(
+        agents,
+        image,
+        side,
+        th.as_tensor(reference[idx]),
+        target,
+        methods,
+        sb,
+        top=top,
+        seed=seed,
+        reference_label=label,
+        log=log,
+        progress=progress,
+    )

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
 from digr.checkpoint import save_npy_atomic
-from digr.contracts import Policy
-from digr.method.dataset import StateDataset, collect_states, load_dataset, save_dataset
+from digr.method.dataset import StateDataset, load_dataset, save_dataset
 from digr.method.distill import DistillData
 
 __all__ = ["dagger_seed", "labelled_round", "run_dagger"]
@@ -29,15 +27,18 @@ def dagger_seed(seed: int, round_: int) -> int:
     return seed * 1_000_003 + 700_001 + 100_000 * round_
 
 
-def labelled_round(states_path: Path, maps_path: Path, *, env_fn: Callable[[], gym.Env], student: Policy, teacher: Policy,
-                   frames: int, seed: int, max_per_episode: int | None,
-                   teacher_maps: Callable[[StateDataset], np.ndarray] | None = None) -> tuple[StateDataset, np.ndarray | None]:  # fmt: skip
-    """The states of one DAgger round: visited by the greedy ``student``, labelled by ``teacher``; cached on disk.
+def labelled_round(
+    states_path: Path,
+    maps_path: Path,
+    collect: Callable[[], StateDataset],
+    teacher_maps: Callable[[StateDataset], np.ndarray] | None = None,
+) -> tuple[StateDataset, np.ndarray | None]:
+    """The states of one DAgger round, cached on disk: visited by the student, labelled by the teacher.
 
-    If ``states_path`` exists (an interrupted run), the round is read back instead of collected again. Otherwise the
-    states are collected (:func:`digr.method.dataset.collect_states` with ``actor=student``) and, with
-    ``teacher_maps``, the teacher's saliency maps are computed and written to ``maps_path`` first, then the states to
-    ``states_path``, so a cached round always has its maps.
+    If ``states_path`` exists (an interrupted run), the round is read back instead of collected again. Otherwise
+    ``collect()`` gathers the states (e.g. :func:`digr.method.dataset.collect_states` with ``actor=student``, seeded
+    with :func:`dagger_seed`) and, with ``teacher_maps``, the teacher's saliency maps are computed and written to
+    ``maps_path`` first, then the states to ``states_path``, so a cached round always has its maps.
 
     :param teacher_maps: maps a dataset to the teacher's saliency float ``[N, H, W]`` (selective masks need them), or
         None when the student's mask does not use them.
@@ -45,7 +46,7 @@ def labelled_round(states_path: Path, maps_path: Path, *, env_fn: Callable[[], g
     """
     if states_path.is_file():
         return load_dataset(states_path), (np.load(maps_path) if teacher_maps is not None else None)
-    ds = collect_states(env_fn, teacher, frames, seed, max_per_episode=max_per_episode, actor=student)
+    ds = collect()
     maps = None
     if teacher_maps is not None:
         maps = teacher_maps(ds)
@@ -54,8 +55,14 @@ def labelled_round(states_path: Path, maps_path: Path, *, env_fn: Callable[[], g
     return ds, maps
 
 
-def run_dagger(data: DistillData, *, rounds: int, steps: int, round_data: Callable[[int], DistillData],
-               train: Callable[[DistillData, int], list[dict]]) -> list[dict]:  # fmt: skip
+def run_dagger(
+    data: DistillData,
+    *,
+    rounds: int,
+    steps: int,
+    round_data: Callable[[int], DistillData],
+    train: Callable[[DistillData, int], list[dict]],
+) -> list[dict]:
     """Train for ``steps`` on ``data``, then ``rounds`` times: add ``round_data(r)`` (the student's labelled states of
     round r = 1..rounds) and train to ``steps·(r + 1)`` steps in total.
 

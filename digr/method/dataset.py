@@ -21,7 +21,16 @@ from digr.contracts import Policy
 from digr.rollout import Episode, GreedyActor, Hook, SampleActor, Step, run_episodes
 from digr.saliency import perturbation_saliency
 
-__all__ = ["SPLITS", "StateDataset", "StateRecorder", "collect_states", "load_dataset", "perturbation_maps", "save_dataset", "split_seed"]
+__all__ = [
+    "SPLITS",
+    "StateDataset",
+    "StateRecorder",
+    "collect_states",
+    "load_dataset",
+    "perturbation_maps",
+    "save_dataset",
+    "split_seed",
+]
 
 #: Dataset splits of a run: training states and held-out states (other episodes) for evaluation.
 SPLITS = ("train", "heldout")
@@ -52,10 +61,20 @@ class StateDataset:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def side_dim(self) -> int:
+        """Length K of the side input (0 without one)."""
+        return 0 if self.side is None else self.side.shape[1]
+
     def subset(self, idx: np.ndarray) -> StateDataset:
         """Rows ``idx`` as a new dataset."""
-        return StateDataset(self.images[idx], self.teacher_logits[idx], self.target_mask[idx], self.episode[idx],
-                            None if self.side is None else self.side[idx])  # fmt: skip
+        return StateDataset(
+            self.images[idx],
+            self.teacher_logits[idx],
+            self.target_mask[idx],
+            self.episode[idx],
+            None if self.side is None else self.side[idx],
+        )
 
     def tensors(self, idx=slice(None), device: str | th.device = "cpu") -> tuple[th.Tensor, th.Tensor | None]:
         """Rows ``idx`` as policy inputs: ``(image float32 [n, C, H, W] in [0, 1], side float32 [n, K] or None)``."""
@@ -63,8 +82,14 @@ class StateDataset:
         return image, None if self.side is None else th.as_tensor(self.side[idx], device=device)
 
 
-def perturbation_maps(teacher: Policy, ds: StateDataset, p, device: str | th.device = "cpu", chunk: int = 64,
-                      progress: Callable[[int], None] | None = None) -> np.ndarray:  # fmt: skip
+def perturbation_maps(
+    teacher: Policy,
+    ds: StateDataset,
+    p,
+    device: str | th.device = "cpu",
+    chunk: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """The teacher's perturbation saliency map (Greydanus et al. 2018, :func:`digr.saliency.perturbation_saliency`) of
     every state, float32 ``[N, H, W]`` ≥ 0: the reference for agreement metrics and the source of selective masks.
 
@@ -74,8 +99,20 @@ def perturbation_maps(teacher: Policy, ds: StateDataset, p, device: str | th.dev
     maps = np.zeros((len(ds), *ds.images.shape[2:]), np.float32)
     for i in range(0, len(ds), chunk):
         image, side = ds.tensors(slice(i, i + chunk), device)
-        maps[i : i + chunk] = perturbation_saliency(teacher, image, None, side, sigma_mask=p.sigma_mask, sigma_blur=p.sigma_blur,
-                                                    stride=p.stride, internal_batch_size=p.internal_batch_size).cpu().numpy()  # fmt: skip
+        maps[i : i + chunk] = (
+            perturbation_saliency(
+                teacher,
+                image,
+                None,
+                side,
+                sigma_mask=p.sigma_mask,
+                sigma_blur=p.sigma_blur,
+                stride=p.stride,
+                internal_batch_size=p.internal_batch_size,
+            )
+            .cpu()
+            .numpy()
+        )
         if progress is not None:
             progress(min(len(ds), i + chunk))
     return maps
@@ -125,13 +162,25 @@ class StateRecorder(Hook):
 
     def dataset(self) -> StateDataset:
         """The kept states as a :class:`StateDataset`."""
-        return StateDataset(np.stack(self.images), np.stack(self.logits).astype(np.float32), np.stack(self.masks).astype(bool),
-                            np.asarray(self.episodes, np.int64), np.stack(self.sides).astype(np.float32) if self.sides else None)  # fmt: skip
+        return StateDataset(
+            np.stack(self.images),
+            np.stack(self.logits).astype(np.float32),
+            np.stack(self.masks).astype(bool),
+            np.asarray(self.episodes, np.int64),
+            np.stack(self.sides).astype(np.float32) if self.sides else None,
+        )
 
 
-def collect_states(env_fn: Callable[[], gym.Env], teacher: Policy, n_states: int, seed: int, temperature: float = 1.0,
-                   progress: Callable[[int], None] | None = None, max_per_episode: int | None = None,
-                   actor: Policy | None = None) -> StateDataset:  # fmt: skip
+def collect_states(
+    env_fn: Callable[[], gym.Env],
+    teacher: Policy,
+    n_states: int,
+    seed: int,
+    temperature: float = 1.0,
+    progress: Callable[[int], None] | None = None,
+    max_per_episode: int | None = None,
+    actor: Policy | None = None,
+) -> StateDataset:
     """Roll out the teacher (sampling at ``temperature``) from episode seeds ``seed, seed+1, …`` until ``n_states`` states.
 
     With ``actor`` (DAgger), the actor chooses the actions greedily (argmax of its logits) and the teacher only labels
@@ -149,14 +198,22 @@ def collect_states(env_fn: Callable[[], gym.Env], teacher: Policy, n_states: int
         raise ValueError(f"max_per_episode must be >= 1 or None, got {max_per_episode}")
     recorder = StateRecorder(n_states, seed, max_per_episode, teacher=None if actor is None else teacher)
     act = SampleActor(teacher, temperature, th.Generator().manual_seed(seed)) if actor is None else GreedyActor(actor)
-    run_episodes(env_fn, act, episodes=None, seed=seed, hooks=[recorder], stop=lambda: recorder.full,
-                 progress=None if progress is None else lambda _: progress(len(recorder.images)))  # fmt: skip
+    run_episodes(
+        env_fn,
+        act,
+        episodes=None,
+        seed=seed,
+        hooks=[recorder],
+        stop=lambda: recorder.full,
+        progress=None if progress is None else lambda _: progress(len(recorder.images)),
+    )
     return recorder.dataset()
 
 
 def save_dataset(ds: StateDataset, path: str | Path) -> None:
     """Write ``ds`` with ``numpy.savez_compressed`` atomically (temporary file, then rename)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     arrays = {"images": ds.images, "teacher_logits": ds.teacher_logits, "target_mask": ds.target_mask, "episode": ds.episode}
     if ds.side is not None:
@@ -175,6 +232,6 @@ def load_dataset(path: str | Path) -> StateDataset:
         raise FileNotFoundError(f"dataset {path} not found; run `digr run` (stage 'dataset') first")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z["side"] if "side" in z else None)
+            return StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z.get("side", None))
     except (KeyError, ValueError, OSError) as e:
         raise ValueError(f"dataset {path} is corrupt or incomplete ({e}); delete it to recollect") from e

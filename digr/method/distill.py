@@ -16,7 +16,6 @@ import torch as th
 from torch import nn
 
 from digr.checkpoint import load_training_state, save_training_state
-
 from digr.method.loss import digr_loss
 
 __all__ = ["DistillData", "train_student"]
@@ -47,14 +46,32 @@ class DistillData:
             raise ValueError("concat needs both datasets with side inputs and masks, or both without")
         side = None if self.side is None else np.concatenate([self.side, other.side])
         masks = None if self.masks is None else np.concatenate([self.masks, other.masks])
-        return DistillData(np.concatenate([self.images, other.images]), np.concatenate([self.teacher_logits, other.teacher_logits]),
-                           side, masks)  # fmt: skip
+        return DistillData(
+            np.concatenate([self.images, other.images]),
+            np.concatenate([self.teacher_logits, other.teacher_logits]),
+            side,
+            masks,
+        )
 
 
-def train_student(student: nn.Module, data: DistillData, *, lam: float, steps: int, batch_size: int, lr: float,
-                  tau: float = 1.0, target: str = "log_prob", seed: int = 0, checkpoint_path: str | Path | None = None,
-                  checkpoint_every: int = 500, log: Callable[[dict], None] | None = None,
-                  progress: Callable[[int], None] | None = None, device: str = "cpu", penalty_batch_size: int | None = None) -> list[dict]:
+def train_student(
+    student: nn.Module,
+    data: DistillData,
+    *,
+    lam: float,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    tau: float = 1.0,
+    target: str = "log_prob",
+    seed: int = 0,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 500,
+    log: Callable[[dict], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    device: str = "cpu",
+    penalty_batch_size: int | None = None,
+) -> list[dict]:
     """Train ``student`` on ``data`` with Adam for ``steps`` minibatch steps; resumes from ``checkpoint_path``.
 
     ``penalty_batch_size`` (< ``batch_size``) estimates the penalty on that many rows of each minibatch, drawn
@@ -83,8 +100,18 @@ def train_student(student: nn.Module, data: DistillData, *, lam: float, steps: i
 
     def save():
         if ckpt is not None:
-            save_training_state({"model": student.state_dict(), "optim": opt.state_dict(), "step": step, "history": history,
-                                 "pos": pos, "order": th.as_tensor(order), "rng": _rng_state_to(rng.bit_generator.state)}, ckpt)
+            save_training_state(
+                {
+                    "model": student.state_dict(),
+                    "optim": opt.state_dict(),
+                    "step": step,
+                    "history": history,
+                    "pos": pos,
+                    "order": th.as_tensor(order),
+                    "rng": _rng_state_to(rng.bit_generator.state),
+                },
+                ckpt,
+            )
 
     t0 = time.perf_counter()
     while step < steps:
@@ -105,7 +132,13 @@ def train_student(student: nn.Module, data: DistillData, *, lam: float, steps: i
         opt.step()
         step += 1
         if step % 50 == 0 or step == steps:
-            rec = {"step": step, "loss": float(loss.detach()), "kl": float(kl), "penalty": float(pen), "sec": time.perf_counter() - t0}
+            rec = {
+                "step": step,
+                "loss": float(loss.detach()),
+                "kl": float(kl),
+                "penalty": float(pen),
+                "sec": time.perf_counter() - t0,
+            }
             history.append(rec)
             if log:
                 log(rec)
@@ -119,9 +152,18 @@ def train_student(student: nn.Module, data: DistillData, *, lam: float, steps: i
 
 def _rng_state_to(state: dict) -> dict:
     s = state["state"]
-    return {"state": str(s["state"]), "inc": str(s["inc"]), "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+    return {
+        "state": str(s["state"]),
+        "inc": str(s["inc"]),
+        "has_uint32": int(state["has_uint32"]),
+        "uinteger": int(state["uinteger"]),
+    }
 
 
 def _rng_state_from(saved: dict) -> dict:
-    return {"bit_generator": "PCG64", "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},
-            "has_uint32": int(saved["has_uint32"]), "uinteger": int(saved["uinteger"])}
+    return {
+        "bit_generator": "PCG64",
+        "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},
+        "has_uint32": int(saved["has_uint32"]),
+        "uinteger": int(saved["uinteger"]),
+    }

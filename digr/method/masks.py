@@ -48,7 +48,7 @@ def selective_mask(saliency: th.Tensor, kappa: float = 0.1, top_p: float | None 
         if not 0.0 < top_p < 100.0:
             raise ValueError(f"top_p must be a percentage in (0, 100), got {top_p}")
         flat = s.flatten(1)
-        k = max(1, int(round(flat.shape[1] * top_p / 100.0)))
+        k = max(1, round(flat.shape[1] * top_p / 100.0))
         thresh = flat.topk(k, dim=1).values[:, -1:]
         salient = (flat >= thresh).view_as(s)
     else:
@@ -59,8 +59,16 @@ def selective_mask(saliency: th.Tensor, kappa: float = 0.1, top_p: float | None 
     return (~salient).float()
 
 
-def penalty_mask(kind: str, shape: tuple[int, int, int], teacher_saliency: np.ndarray | None = None, *, kappa: float = 0.1,
-                 top_p: float | None = None, dilate: int = 0, chunk: int = 1024) -> np.ndarray | None:
+def penalty_mask(
+    kind: str,
+    shape: tuple[int, int, int],
+    teacher_saliency: np.ndarray | None = None,
+    *,
+    kappa: float = 0.1,
+    top_p: float | None = None,
+    dilate: int = 0,
+    chunk: int = 1024,
+) -> np.ndarray | None:
     """The penalty mask of a student of mask kind ``kind`` for ``shape = (N, H, W)`` frames.
 
     :param kind: ``selective`` (:func:`selective_mask` of ``teacher_saliency`` with ``kappa``, ``top_p``, ``dilate``),
@@ -79,5 +87,9 @@ def penalty_mask(kind: str, shape: tuple[int, int, int], teacher_saliency: np.nd
     if teacher_saliency is None or tuple(teacher_saliency.shape) != tuple(shape):
         got = None if teacher_saliency is None else tuple(teacher_saliency.shape)
         raise ValueError(f"a selective mask needs the teacher's saliency maps of shape {tuple(shape)}, got {got}")
-    return np.concatenate([selective_mask(th.as_tensor(teacher_saliency[i : i + chunk]), kappa, top_p, dilate).numpy()
-                           for i in range(0, len(teacher_saliency), chunk)])  # fmt: skip
+    return np.concatenate(
+        [
+            selective_mask(th.as_tensor(teacher_saliency[i : i + chunk]), kappa, top_p, dilate).numpy()
+            for i in range(0, len(teacher_saliency), chunk)
+        ]
+    )

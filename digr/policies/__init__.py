@@ -6,7 +6,14 @@ Every policy here follows the contract of :class:`digr.contracts.Policy`:
 
 from digr.policies.nets import ARCHS, DEFAULT_GRID_CHANNELS, GridCNN, NatureCNN, PolicyNet
 from digr.policies.students import load_student, new_student, save_student
-from digr.policies.teacher import SB3Teacher, TeacherFolder, copy_pretrained_teacher, load_teacher, teacher_spaces
+from digr.policies.teacher import (
+    SB3Teacher,
+    TeacherFolder,
+    copy_pretrained_teacher,
+    install_teacher,
+    load_teacher,
+    teacher_spaces,
+)
 
 __all__ = [
     "ARCHS",
@@ -17,6 +24,7 @@ __all__ = [
     "SB3Teacher",
     "TeacherFolder",
     "copy_pretrained_teacher",
+    "install_teacher",
     "load_student",
     "load_teacher",
     "new_student",

@@ -9,6 +9,8 @@ learning", Nature, Methods: three conv layers 32×8×8/4, 64×4×4/2, 64×3×3/1
 
 from __future__ import annotations
 
+import itertools
+
 import torch as th
 from torch import nn
 
@@ -28,8 +30,14 @@ class GridCNN(nn.Module):
     :raises ValueError: H or W not a multiple of ``cell``, or an empty/non-positive ``channels``.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], side_dim: int = 0, cell: int = 8, features_dim: int = 256,
-                 channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        side_dim: int = 0,
+        cell: int = 8,
+        features_dim: int = 256,
+        channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS,
+    ):
         super().__init__()
         c, h, w = image_shape
         if h % cell or w % cell:
@@ -38,7 +46,7 @@ class GridCNN(nn.Module):
             raise ValueError(f"channels={channels!r}: give at least one positive channel count (teacher.channels)")
         self.side_dim = side_dim
         layers: list[nn.Module] = [nn.Conv2d(c, channels[0], cell, stride=cell), nn.ReLU()]
-        for c_in, c_out in zip(channels[:-1], channels[1:]):
+        for c_in, c_out in itertools.pairwise(channels):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
         self.conv = nn.Sequential(*layers, nn.Flatten())
         self.fc = nn.Sequential(nn.Linear(channels[-1] * (h // cell) * (w // cell) + side_dim, features_dim), nn.ReLU())
@@ -68,12 +76,17 @@ class NatureCNN(nn.Module):
         super().__init__()
         c, h, w = image_shape
         if min(h, w) < 36:
-            raise ValueError(f"NatureCNN needs images of at least 36×36 pixels, got {h}×{w}; use arch 'grid' for small renders")
+            raise ValueError(
+                f"NatureCNN needs images of at least 36×36 pixels, got {h}×{w}; use arch 'grid' for small renders"
+            )
         self.side_dim = side_dim
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Conv2d(c, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
             nn.Flatten(),
         )
         with th.no_grad():
@@ -93,18 +106,35 @@ class PolicyNet(nn.Module):
     :raises ValueError: unknown ``arch`` or an image shape the body cannot take.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], n_actions: int, side_dim: int = 0, cell: int = 8, features_dim: int = 256,
-                 arch: str = "grid", channels: tuple[int, ...] | list[int] = DEFAULT_GRID_CHANNELS):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        n_actions: int,
+        side_dim: int = 0,
+        cell: int = 8,
+        features_dim: int = 256,
+        arch: str = "grid",
+        channels: tuple[int, ...] | list[int] = DEFAULT_GRID_CHANNELS,
+    ):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is not one of {ARCHS}")
-        self.spec = {"image_shape": list(image_shape), "n_actions": n_actions, "side_dim": side_dim, "cell": cell, "features_dim": features_dim}
+        self.spec = {
+            "image_shape": list(image_shape),
+            "n_actions": n_actions,
+            "side_dim": side_dim,
+            "cell": cell,
+            "features_dim": features_dim,
+        }
         if arch != "grid":
             self.spec["arch"] = arch
         if tuple(channels) != DEFAULT_GRID_CHANNELS and arch == "grid":  # only non-defaults, so older specs stay valid
             self.spec["channels"] = list(channels)
-        self.body = (GridCNN(tuple(image_shape), side_dim, cell, features_dim, tuple(channels)) if arch == "grid"
-                     else NatureCNN(tuple(image_shape), side_dim, features_dim))
+        self.body = (
+            GridCNN(tuple(image_shape), side_dim, cell, features_dim, tuple(channels))
+            if arch == "grid"
+            else NatureCNN(tuple(image_shape), side_dim, features_dim)
+        )
         self.head = nn.Linear(features_dim, n_actions)
 
     def forward(self, image: th.Tensor, side: th.Tensor | None = None) -> th.Tensor:

@@ -45,8 +45,15 @@ def _schedule(kind: str, value: float):
 class _CurveCallback(BaseCallback):
     """Records the learning curve and saves a resumable checkpoint every ``checkpoint_every`` steps."""
 
-    def __init__(self, curve_path: Path, save: Callable[[], None], checkpoint_every: int, total: int, report: Callable[[dict], None] | None,
-                 max_seconds: float | None = None):
+    def __init__(
+        self,
+        curve_path: Path,
+        save: Callable[[], None],
+        checkpoint_every: int,
+        total: int,
+        report: Callable[[dict], None] | None,
+        max_seconds: float | None = None,
+    ):
         super().__init__()
         self.curve_path, self.save, self.every, self.total, self.report = curve_path, save, checkpoint_every, total, report
         self.max_seconds = max_seconds
@@ -75,10 +82,14 @@ class _CurveCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         if self.returns:
-            row = {"steps": self.num_timesteps, "episodes": len(self.returns), "mean_return": float(np.mean(self.returns)),
-                   "success_rate": float(np.mean(self.successes)),
-                   "steps_per_sec": (self.num_timesteps - self.steps0) / max(1e-9, time.perf_counter() - self.t0),
-                   "mean_score": float(np.mean(self.scores)) if self.scores else float("nan")}
+            row = {
+                "steps": self.num_timesteps,
+                "episodes": len(self.returns),
+                "mean_return": float(np.mean(self.returns)),
+                "success_rate": float(np.mean(self.successes)),
+                "steps_per_sec": (self.num_timesteps - self.steps0) / max(1e-9, time.perf_counter() - self.t0),
+                "mean_score": float(np.mean(self.scores)) if self.scores else float("nan"),
+            }
             new = not self.curve_path.exists()
             with self.curve_path.open("a", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(row))
@@ -93,8 +104,15 @@ class _CurveCallback(BaseCallback):
             self.last_ckpt = self.num_timesteps
 
 
-def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out: TeacherFolder, seed: int = 0, device: str = "cpu",
-                  report: Callable[[dict], None] | None = None, max_minutes: float | None = None) -> Path | None:
+def train_teacher(
+    env_fn: Callable[[], gym.Env],
+    cfg: TeacherConfig,
+    out: TeacherFolder,
+    seed: int = 0,
+    device: str = "cpu",
+    report: Callable[[dict], None] | None = None,
+    max_minutes: float | None = None,
+) -> Path | None:
     """Train (or resume training) a PPO teacher until ``cfg.total_timesteps`` environment steps.
 
     :param env_fn: makes one contract env (called ``cfg.n_envs`` times; each is wrapped in SB3's ``Monitor``).
@@ -108,10 +126,24 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out: Teache
     """
     out.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     venv = make_vec_env(env_fn, n_envs=cfg.n_envs, seed=seed)
-    model = PPO("MultiInputPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                learning_rate=_schedule(cfg.lr_schedule, cfg.learning_rate), ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, gamma=cfg.gamma,
-                gae_lambda=cfg.gae_lambda, clip_range=_schedule(cfg.clip_schedule, cfg.clip_range), max_grad_norm=cfg.max_grad_norm,
-                policy_kwargs=sb3_policy_kwargs(cfg.arch, cfg.cell, cfg.features_dim, cfg.channels), seed=seed, device=device, verbose=0)
+    model = PPO(
+        "MultiInputPolicy",
+        venv,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        learning_rate=_schedule(cfg.lr_schedule, cfg.learning_rate),
+        ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=_schedule(cfg.clip_schedule, cfg.clip_range),
+        max_grad_norm=cfg.max_grad_norm,
+        policy_kwargs=sb3_policy_kwargs(cfg.arch, cfg.cell, cfg.features_dim, cfg.channels),
+        seed=seed,
+        device=device,
+        verbose=0,
+    )
     done_steps, wall0, t_call = 0, 0.0, time.perf_counter()
     if out.checkpoint_state.is_file():
         state = load_training_state(out.checkpoint_state)
@@ -130,13 +162,25 @@ def train_teacher(env_fn: Callable[[], gym.Env], cfg: TeacherConfig, out: Teache
 
     def save():
         save_module(model.policy, out.checkpoint_policy)
-        save_training_state({"optim": model.policy.optimizer.state_dict(), "num_timesteps": model.num_timesteps,
-                             "wall_s": wall0 + time.perf_counter() - t_call}, out.checkpoint_state)
+        save_training_state(
+            {
+                "optim": model.policy.optimizer.state_dict(),
+                "num_timesteps": model.num_timesteps,
+                "wall_s": wall0 + time.perf_counter() - t_call,
+            },
+            out.checkpoint_state,
+        )
 
     remaining = cfg.total_timesteps - done_steps
     if remaining > 0:
-        cb = _CurveCallback(out.curve, save, cfg.checkpoint_every, cfg.total_timesteps, report,
-                            None if max_minutes is None else 60.0 * max_minutes)
+        cb = _CurveCallback(
+            out.curve,
+            save,
+            cfg.checkpoint_every,
+            cfg.total_timesteps,
+            report,
+            None if max_minutes is None else 60.0 * max_minutes,
+        )
         cb.last_ckpt = done_steps
         # resuming with reset_num_timesteps=False, SB3 measures schedule progress as num_timesteps / total_timesteps,
         # so a linear schedule continues where it stopped

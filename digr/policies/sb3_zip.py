@@ -31,17 +31,26 @@ from digr.checkpoint import save_module, sha256_file, write_text_atomic
 from digr.errors import CheckpointError
 from digr.policies.teacher import TeacherFolder, build_cnn_policy
 
-__all__ = ["read_sb3_zip", "import_sb3_zip"]
+__all__ = ["import_sb3_zip", "read_sb3_zip"]
 
 _CNN_CLASSES = ("ActorCriticCnnPolicy", "CnnPolicy")
-_PLAIN_KWARGS = {"net_arch", "ortho_init", "share_features_extractor", "normalize_images", "features_extractor_kwargs", "log_std_init"}
+_PLAIN_KWARGS = {
+    "net_arch",
+    "ortho_init",
+    "share_features_extractor",
+    "normalize_images",
+    "features_extractor_kwargs",
+    "log_std_init",
+}
 _ACTIVATIONS = ("Tanh", "ReLU", "ELU", "LeakyReLU", "GELU", "SiLU")
 
 
 def _readable(entry, field: str, zip_path: Path):
     """A plain attribute that SB3 wrote beside a pickled object in ``data`` (e.g. ``_shape`` of a space)."""
     if not isinstance(entry, dict) or field not in entry:
-        raise CheckpointError(f"{zip_path}: SB3 'data' has no readable {field!r}; was it written by stable-baselines3 >= 1.0 `model.save`?")
+        raise CheckpointError(
+            f"{zip_path}: SB3 'data' has no readable {field!r}; was it written by stable-baselines3 >= 1.0 `model.save`?"
+        )
     return entry[field]
 
 
@@ -65,28 +74,43 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
     """
     zip_path = Path(zip_path)
     if not zip_path.is_file():
-        raise CheckpointError(f"SB3 zip {zip_path} not found; give the path of a file written by SB3 `model.save` (teacher.sb3_zip)")
+        raise CheckpointError(
+            f"SB3 zip {zip_path} not found; give the path of a file written by SB3 `model.save` (teacher.sb3_zip)"
+        )
     try:
         with zipfile.ZipFile(zip_path) as z:
             names = set(z.namelist())
             if "data" not in names or "policy.pth" not in names:
-                raise CheckpointError(f"{zip_path} is a zip but not an SB3 model (needs 'data' and 'policy.pth', has {sorted(names)})")
+                raise CheckpointError(
+                    f"{zip_path} is a zip but not an SB3 model (needs 'data' and 'policy.pth', has {sorted(names)})"
+                )
             data = json.loads(z.read("data"))
             state = th.load(io.BytesIO(z.read("policy.pth")), map_location="cpu", weights_only=True)
-            version = z.read("_stable_baselines3_version").decode().strip() if "_stable_baselines3_version" in names else "unknown"
+            version = (
+                z.read("_stable_baselines3_version").decode().strip() if "_stable_baselines3_version" in names else "unknown"
+            )
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{zip_path} is not a valid zip ({e}); re-export it with SB3 `model.save`") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{zip_path}: SB3 'data' is not valid JSON ({e})") from e
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:  # weights_only refuses anything but tensors and plain containers
-        raise CheckpointError(f"{zip_path}: 'policy.pth' is corrupt or not a plain state dict ({e}); DIGR never unpickles it") from e
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+    ) as e:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(
+            f"{zip_path}: 'policy.pth' is corrupt or not a plain state dict ({e}); DIGR never unpickles it"
+        ) from e
 
     policy_init = str(_readable(data.get("policy_class"), "__init__", zip_path))
     m = re.search(r"function (\w+)\.__init__", policy_init)
     policy_class = m.group(1) if m else "?"
     if policy_class not in _CNN_CLASSES:
-        raise CheckpointError(f"{zip_path}: policy class {policy_class} is not supported; DIGR imports SB3 CnnPolicy (ActorCriticCnnPolicy) "
-                              "teachers on image observations (MultiInputPolicy teachers: train them with `digr teacher`)")
+        raise CheckpointError(
+            f"{zip_path}: policy class {policy_class} is not supported; DIGR imports SB3 CnnPolicy (ActorCriticCnnPolicy) "
+            "teachers on image observations (MultiInputPolicy teachers: train them with `digr teacher`)"
+        )
     obs = data.get("observation_space")
     if "Box" not in str(_readable(obs, ":type:", zip_path)):
         raise CheckpointError(f"{zip_path}: observation space {obs.get(':type:')} is not a Box image")
@@ -95,7 +119,9 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
     dtype = _readable(obs, "dtype", zip_path)
     act = data.get("action_space")
     if "Discrete" not in str(_readable(act, ":type:", zip_path)):
-        raise CheckpointError(f"{zip_path}: action space {act.get(':type:')} is not Discrete; DIGR's Atari teachers have discrete actions")
+        raise CheckpointError(
+            f"{zip_path}: action space {act.get(':type:')} is not Discrete; DIGR's Atari teachers have discrete actions"
+        )
     n_actions = int(_readable(act, "n", zip_path))
     if len(shape) != 3 or dtype != "uint8":
         raise CheckpointError(f"{zip_path}: observation {shape} {dtype} is not a uint8 (C, H, W) image")
@@ -104,13 +130,19 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
     # first-level entry beside the pickle: plain values as they are, classes as their str()
     kwargs_raw = data.get("policy_kwargs") or {}
     kwargs = {k: v for k, v in kwargs_raw.items() if k not in (":type:", ":serialized:")}
-    unknown = set(kwargs) - _PLAIN_KWARGS - {"activation_fn", "optimizer_class", "optimizer_kwargs", "features_extractor_class"}
+    unknown = (
+        set(kwargs) - _PLAIN_KWARGS - {"activation_fn", "optimizer_class", "optimizer_kwargs", "features_extractor_class"}
+    )
     if unknown:
-        raise CheckpointError(f"{zip_path}: policy_kwargs {sorted(unknown)} are not supported (supported: {sorted(_PLAIN_KWARGS)}, "
-                              "activation_fn, optimizer_class, optimizer_kwargs)")
+        raise CheckpointError(
+            f"{zip_path}: policy_kwargs {sorted(unknown)} are not supported (supported: {sorted(_PLAIN_KWARGS)}, "
+            "activation_fn, optimizer_class, optimizer_kwargs)"
+        )
     extractor = str(kwargs.get("features_extractor_class", "NatureCNN"))
     if "NatureCNN" not in extractor:
-        raise CheckpointError(f"{zip_path}: features extractor {extractor} is not SB3's NatureCNN, the only CNN extractor DIGR rebuilds")
+        raise CheckpointError(
+            f"{zip_path}: features extractor {extractor} is not SB3's NatureCNN, the only CNN extractor DIGR rebuilds"
+        )
     activation = "Tanh"  # SB3's default for the MLP layers
     if "activation_fn" in kwargs:
         m = re.fullmatch(r"<class 'torch\.nn\.modules\.activation\.(\w+)'>", str(kwargs["activation_fn"]))
@@ -122,31 +154,52 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
         features_dim = int(state["features_extractor.linear.0.weight"].shape[0])
         first_conv = state["features_extractor.cnn.0.weight"]
     except (KeyError, AttributeError) as e:
-        raise CheckpointError(f"{zip_path}: policy.pth has no NatureCNN features extractor ({e}); only SB3's default CnnPolicy extractor is supported") from e
+        raise CheckpointError(
+            f"{zip_path}: policy.pth has no NatureCNN features extractor ({e}); "
+            "only SB3's default CnnPolicy extractor is supported"
+        ) from e
     if first_conv.shape[1] != shape[0]:
-        raise CheckpointError(f"{zip_path}: first conv expects {first_conv.shape[1]} channels but the stored observation is {shape}")
+        raise CheckpointError(
+            f"{zip_path}: first conv expects {first_conv.shape[1]} channels but the stored observation is {shape}"
+        )
     share = bool(kwargs.get("share_features_extractor", True))
     # a shared extractor is stored under three prefixes with equal tensors; separate ones differ (checked, since a wrong
     # flag would load the critic's CNN into the actor without any missing or unexpected key)
-    vf_same = all(th.equal(v, state.get("vf_features_extractor." + k[len("features_extractor."):], v + 1))
-                  for k, v in state.items() if k.startswith("features_extractor."))
+    vf_same = all(
+        th.equal(v, state.get("vf_features_extractor." + k[len("features_extractor.") :], v + 1))
+        for k, v in state.items()
+        if k.startswith("features_extractor.")
+    )
     if share != vf_same:
-        raise CheckpointError(f"{zip_path}: share_features_extractor={share} but the stored actor and critic extractors are "
-                              f"{'equal' if vf_same else 'different'}; the zip is inconsistent")
+        raise CheckpointError(
+            f"{zip_path}: share_features_extractor={share} but the stored actor and critic extractors are "
+            f"{'equal' if vf_same else 'different'}; the zip is inconsistent"
+        )
     net_arch = {"pi": _mlp_sizes(state, "policy_net"), "vf": _mlp_sizes(state, "value_net")}
     spec = {
         "algo": "sb3-zip",
         "policy": "cnn",
         "spaces": {"observation": {"image": [int(s) for s in shape]}, "n_actions": n_actions},
-        "policy_kwargs": {"features_dim": features_dim, "net_arch": net_arch, "share_features_extractor": share,
-                          "normalize_images": bool(kwargs.get("normalize_images", True)), "activation_fn": activation},
-        "source": {"path": str(zip_path), "sha256": sha256_file(zip_path), "sb3_version": version,
-                   "num_timesteps": int(data["num_timesteps"]) if isinstance(data.get("num_timesteps"), int) else None},
+        "policy_kwargs": {
+            "features_dim": features_dim,
+            "net_arch": net_arch,
+            "share_features_extractor": share,
+            "normalize_images": bool(kwargs.get("normalize_images", True)),
+            "activation_fn": activation,
+        },
+        "source": {
+            "path": str(zip_path),
+            "sha256": sha256_file(zip_path),
+            "sb3_version": version,
+            "num_timesteps": int(data["num_timesteps"]) if isinstance(data.get("num_timesteps"), int) else None,
+        },
     }
     return spec, state
 
 
-def import_sb3_zip(zip_path: str | Path, out: TeacherFolder, image_shape: tuple[int, int, int], n_actions: int, has_side: bool = False) -> Path:
+def import_sb3_zip(
+    zip_path: str | Path, out: TeacherFolder, image_shape: tuple[int, int, int], n_actions: int, has_side: bool = False
+) -> Path:
     """Check an SB3 CNN zip against the run's env and write it as a DIGR teacher.
 
     :param zip_path: SB3 ``.zip`` (see :func:`read_sb3_zip`).
@@ -161,18 +214,24 @@ def import_sb3_zip(zip_path: str | Path, out: TeacherFolder, image_shape: tuple[
     """
     spec, state = read_sb3_zip(zip_path)
     if has_side:
-        raise CheckpointError(f"{zip_path}: the env also gives a side input, which an SB3 CnnPolicy on a Box image cannot take")
+        raise CheckpointError(
+            f"{zip_path}: the env also gives a side input, which an SB3 CnnPolicy on a Box image cannot take"
+        )
     want = spec["spaces"]["observation"]["image"]
     if tuple(want) != tuple(image_shape) or spec["spaces"]["n_actions"] != n_actions:
-        raise CheckpointError(f"{zip_path} expects observations {tuple(want)} and {spec['spaces']['n_actions']} actions, but the env gives "
-                              f"{tuple(image_shape)} and {n_actions}; use the env id and wrappers the agent was trained with (env.id)")
+        raise CheckpointError(
+            f"{zip_path} expects observations {tuple(want)} and {spec['spaces']['n_actions']} actions, but the env gives "
+            f"{tuple(image_shape)} and {n_actions}; use the env id and wrappers the agent was trained with (env.id)"
+        )
     policy = build_cnn_policy(spec)
     try:
         missing, unexpected = policy.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch
         raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy ({e})") from e
     if missing or unexpected:
-        raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise CheckpointError(
+            f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     save_module(policy, out.weights)
     write_text_atomic(out.spec, json.dumps(spec, indent=2))
     return out.weights

@@ -25,7 +25,9 @@ def new_student(image_shape: tuple[int, int, int], n_actions: int, side_dim: int
     """
     with th.random.fork_rng():
         th.manual_seed(seed)
-        return PolicyNet(tuple(image_shape), n_actions, side_dim, arch.cell, arch.features_dim, arch=arch.arch, channels=arch.channels)
+        return PolicyNet(
+            tuple(image_shape), n_actions, side_dim, arch.cell, arch.features_dim, arch=arch.arch, channels=arch.channels
+        )
 
 
 def save_student(student: PolicyNet, path: str | Path) -> None:

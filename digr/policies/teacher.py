@@ -42,6 +42,7 @@ __all__ = [
     "TeacherFolder",
     "build_cnn_policy",
     "copy_pretrained_teacher",
+    "install_teacher",
     "load_teacher",
     "sb3_policy_kwargs",
     "teacher_spaces",
@@ -138,11 +139,18 @@ class GridExtractor(BaseFeaturesExtractor):
     """SB3 features extractor around :class:`digr.policies.nets.GridCNN` for contract observations (SB3 has already
     scaled ``image`` to [0, 1]). Output: float ``[B, features_dim]``."""
 
-    def __init__(self, observation_space: spaces.Dict, cell: int = 8, features_dim: int = 256,
-                 channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS):  # fmt: skip
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        cell: int = 8,
+        features_dim: int = 256,
+        channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS,
+    ):
         super().__init__(observation_space, features_dim)
         side = observation_space.spaces.get("side")
-        self.net = GridCNN(observation_space["image"].shape, side.shape[0] if side is not None else 0, cell, features_dim, tuple(channels))
+        self.net = GridCNN(
+            observation_space["image"].shape, side.shape[0] if side is not None else 0, cell, features_dim, tuple(channels)
+        )
 
     def forward(self, obs: dict) -> th.Tensor:
         return self.net(obs["image"], obs.get("side"))
@@ -152,11 +160,18 @@ def sb3_policy_kwargs(arch: str = "grid", cell: int = 8, features_dim: int = 256
     """SB3 ``policy_kwargs`` of a DIGR teacher: :class:`GridExtractor` (``arch="grid"``) or SB3's ``CombinedExtractor``
     with its Nature-DQN ``NatureCNN`` (``arch="nature"``, Atari, as RL-Zoo), shared by actor and critic."""
     if arch == "nature":
-        return {"features_extractor_class": CombinedExtractor, "features_extractor_kwargs": {"cnn_output_dim": features_dim},
-                "share_features_extractor": True, "normalize_images": True}  # fmt: skip
-    return {"features_extractor_class": GridExtractor,
-            "features_extractor_kwargs": {"cell": cell, "features_dim": features_dim, "channels": tuple(channels)},
-            "share_features_extractor": True, "normalize_images": True}  # fmt: skip
+        return {
+            "features_extractor_class": CombinedExtractor,
+            "features_extractor_kwargs": {"cnn_output_dim": features_dim},
+            "share_features_extractor": True,
+            "normalize_images": True,
+        }
+    return {
+        "features_extractor_class": GridExtractor,
+        "features_extractor_kwargs": {"cell": cell, "features_dim": features_dim, "channels": tuple(channels)},
+        "share_features_extractor": True,
+        "normalize_images": True,
+    }
 
 
 def teacher_spaces(env: gym.Env) -> dict:
@@ -183,10 +198,16 @@ def build_cnn_policy(spec: dict) -> ActorCriticCnnPolicy:
     """
     kw = spec["policy_kwargs"]
     obs_space = spaces.Box(0, 255, tuple(spec["spaces"]["observation"]["image"]), np.uint8)
-    return ActorCriticCnnPolicy(obs_space, spaces.Discrete(spec["spaces"]["n_actions"]), lr_schedule=lambda _: 0.0,
-                                net_arch=dict(kw["net_arch"]), features_extractor_kwargs={"features_dim": kw["features_dim"]},
-                                share_features_extractor=kw["share_features_extractor"], normalize_images=kw["normalize_images"],
-                                activation_fn=getattr(th.nn, kw.get("activation_fn", "Tanh")))  # fmt: skip
+    return ActorCriticCnnPolicy(
+        obs_space,
+        spaces.Discrete(spec["spaces"]["n_actions"]),
+        lr_schedule=lambda _: 0.0,
+        net_arch=dict(kw["net_arch"]),
+        features_extractor_kwargs={"features_dim": kw["features_dim"]},
+        share_features_extractor=kw["share_features_extractor"],
+        normalize_images=kw["normalize_images"],
+        activation_fn=getattr(th.nn, kw.get("activation_fn", "Tanh")),
+    )
 
 
 def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
@@ -206,10 +227,16 @@ def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
         if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy zip (digr.policies.sb3_zip)
             policy = build_cnn_policy(spec)
         else:
-            policy = MultiInputActorCriticPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0,
-                                                 **sb3_policy_kwargs(**{**ARCH_DEFAULTS, **spec["policy_kwargs"]}))  # fmt: skip
+            policy = MultiInputActorCriticPolicy(
+                obs_space,
+                act_space,
+                lr_schedule=lambda _: 0.0,
+                **sb3_policy_kwargs(**{**ARCH_DEFAULTS, **spec["policy_kwargs"]}),
+            )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"teacher spec {spec_path} is corrupt or describes no buildable policy ({e}); re-run `digr teacher`") from e
+        raise CheckpointError(
+            f"teacher spec {spec_path} is corrupt or describes no buildable policy ({e}); re-run `digr teacher`"
+        ) from e
     load_module(policy, path)
     return SB3Teacher(policy.to(device)).eval()
 
@@ -237,8 +264,10 @@ def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces:
     load_teacher(src.weights)
     spec = json.loads(src.spec.read_text())
     if spec["spaces"] != env_spaces:
-        raise CheckpointError(f"teacher.pretrained: {src.root} was trained on {spec['spaces']}, but the env gives {env_spaces}; "
-                              "use the env it was trained on (see its provenance.json)")  # fmt: skip
+        raise CheckpointError(
+            f"teacher.pretrained: {src.root} was trained on {spec['spaces']}, but the env gives {env_spaces}; "
+            "use the env it was trained on (see its provenance.json)"
+        )
     if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy: the Nature-DQN CNN
         saved = {**ARCH_DEFAULTS, "arch": "nature", "features_dim": spec["policy_kwargs"]["features_dim"]}
     else:  # the same reading of the spec as load_teacher
@@ -248,8 +277,10 @@ def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces:
     saved = {k: list(saved[k]) if k == "channels" else saved[k] for k in fields}
     diff = {f"teacher.{k}": (wanted[k], saved[k]) for k in fields if wanted[k] != saved[k]}
     if diff:
-        raise ConfigError(f"teacher.pretrained: {src.root} has a different architecture; set "
-                          + ", ".join(f"{k}: {v[1]} (config has {v[0]})" for k, v in diff.items()))  # fmt: skip
+        raise ConfigError(
+            f"teacher.pretrained: {src.root} has a different architecture; set "
+            + ", ".join(f"{k}: {v[1]} (config has {v[0]})" for k, v in diff.items())
+        )
     out.root.mkdir(parents=True, exist_ok=True)
     for name in ("curve", "provenance", "sb3_zip", "spec", "weights"):
         source, target = getattr(src, name), getattr(out, name)
@@ -260,3 +291,26 @@ def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces:
         elif name != "weights":
             target.unlink(missing_ok=True)
     return out.weights
+
+
+def install_teacher(cfg, out: TeacherFolder, env: gym.Env) -> str:
+    """Install a ready teacher in a run's teacher folder instead of training one: a user's SB3 CnnPolicy zip
+    (``cfg.sb3_zip``, :func:`digr.policies.sb3_zip.import_sb3_zip`) or a saved DIGR teacher (``cfg.pretrained``,
+    :func:`copy_pretrained_teacher`), checked against ``env``'s spaces and the config's architecture.
+
+    :param cfg: the teacher config section. :param env: an env of the run (its spaces are read; not closed here).
+    :returns: what was installed (the zip's or the folder's path).
+    :raises CheckpointError: unreadable files or a teacher made for other observations or action counts.
+    :raises ConfigError: an architecture that differs from the config's, or neither source given.
+    """
+    from digr.policies.sb3_zip import import_sb3_zip  # sb3_zip imports this module
+
+    spaces = teacher_spaces(env)
+    if cfg.sb3_zip:
+        obs = spaces["observation"]
+        import_sb3_zip(cfg.sb3_zip, out, tuple(obs["image"]), spaces["n_actions"], has_side="side" in obs)
+        return str(cfg.sb3_zip)
+    if not cfg.pretrained:
+        raise ConfigError("teacher: give teacher.sb3_zip or teacher.pretrained to install a ready teacher")
+    copy_pretrained_teacher(cfg.pretrained, out, spaces, cfg)
+    return str(cfg.pretrained)

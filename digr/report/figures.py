@@ -31,12 +31,16 @@ def plot_curve(curve_csv: Path, out_png: Path, title: str) -> Path:
     (:mod:`digr.policies.ppo`): success rate and mean return per rollout (tasks with a success signal, y in [0, 1]),
     or the true game score of finished games and the training return (Atari: episodic life, clipped rewards), on a free
     y scale. Rollouts where no game ended are skipped; curves are trailing moving averages (no zero padding)."""
-    rows = list(csv.DictReader(Path(curve_csv).open()))
+    with Path(curve_csv).open(newline="") as f:
+        rows = list(csv.DictReader(f))
     steps = np.array([float(r["steps"]) for r in rows])
     success = np.array([float(r["success_rate"]) for r in rows])
     has_success = bool(np.isfinite(success).any())
-    keys = (("success_rate", "success rate"), ("mean_return", "mean return")) if has_success else \
-        (("mean_score", "game score (true, full games)"), ("mean_return", "training return (per life, clipped)"))  # fmt: skip
+    keys = (
+        (("success_rate", "success rate"), ("mean_return", "mean return"))
+        if has_success
+        else (("mean_score", "game score (true, full games)"), ("mean_return", "training return (per life, clipped)"))
+    )
     with figure(out_png, 6, 3.2) as (_, axes):
         ax = axes[0, 0]
         for key, label in keys:
@@ -45,7 +49,9 @@ def plot_curve(curve_csv: Path, out_png: Path, title: str) -> Path:
             if not ok.any():
                 continue
             k = max(1, int(ok.sum()) // 40)
-            ax.plot(steps[ok][k - 1 :], np.convolve(y[ok], np.ones(k) / k, mode="valid"), label=f"{label} (moving average of {k})")
+            ax.plot(
+                steps[ok][k - 1 :], np.convolve(y[ok], np.ones(k) / k, mode="valid"), label=f"{label} (moving average of {k})"
+            )
         ax.set_xlabel("environment steps")
         if has_success:
             ax.set_ylim(0, 1.05)
@@ -70,7 +76,9 @@ def plot_distill_history(histories: dict[str, list[dict]], out_png: Path) -> Pat
     return Path(out_png)
 
 
-def plot_saliency_grid(images: np.ndarray, columns: dict[str, np.ndarray], out_png: Path, target_mask: np.ndarray | None = None) -> Path:
+def plot_saliency_grid(
+    images: np.ndarray, columns: dict[str, np.ndarray], out_png: Path, target_mask: np.ndarray | None = None
+) -> Path:
     """Rows = frames; the first column shows the frame (target pixels outlined in red), then one saliency overlay per
     column: each map max-normalised per frame, drawn with :func:`digr.report.style.saliency_cmap` at alpha 0.7.
 
@@ -113,8 +121,11 @@ def plot_return_vs_eps(rows: Sequence[dict], out_png: Path) -> Path:
     with figure(out_png, 3.4 * len(attacks), 3.0, 1, len(attacks), sharey=True) as (_, axes):
         for ax, name in zip(axes[0], attacks):
             for i, agent in enumerate(agents):
-                pts = sorted((r["eps_255"], r["closed_loop"]["return_mean"], r["closed_loop"].get("return_ci95"))
-                             for r in rows if r["attack"] == name and r["agent"] == agent)  # fmt: skip
+                pts = sorted(
+                    (r["eps_255"], r["closed_loop"]["return_mean"], r["closed_loop"].get("return_ci95"))
+                    for r in rows
+                    if r["attack"] == name and r["agent"] == agent
+                )
                 if not pts:
                     continue
                 x, y, ci = zip(*pts)
@@ -139,8 +150,14 @@ def plot_quality_vs_cost(results: dict, out_png: Path) -> Path:
         for i, agent in enumerate(agents):
             for r in (r for r in results["rows"] if r["agent"] == agent):
                 j = methods.index(r["method"])
-                ax.scatter(r["ms_per_frame"][b], r["spearman"]["mean"], color=_color(agent, i), marker=markers[j % len(markers)],
-                           s=45, label=agent if j == 0 else None)  # fmt: skip
+                ax.scatter(
+                    r["ms_per_frame"][b],
+                    r["spearman"]["mean"],
+                    color=_color(agent, i),
+                    marker=markers[j % len(markers)],
+                    s=45,
+                    label=agent if j == 0 else None,
+                )
         for j, m in enumerate(methods):
             ax.scatter([], [], color="grey", marker=markers[j % len(markers)], label=m)
         ax.set_xscale("log")

@@ -35,16 +35,25 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
         :mod:`digr.report.attack`).
     """
     t = metrics["teacher"]
-    lines = [f"# DIGR run `{cfg_dict['name']}`", "",
-             f"Environment `{cfg_dict['env']['id']}`; teacher: SB3 PPO, {t.get('num_timesteps', '?')} environment steps; "
-             f"seed {cfg_dict['seed']}. Method: our reconstruction of Xing et al. 2022 (arXiv 2205.08685); see README.", ""]
-    lines += ["## Returns", "", f"{metrics['eval_episodes']} episodes per agent, seeds {metrics['eval_seed']}…, greedy actions. "
-              "± = 95 % confidence half-width, treating episodes as independent. *Distinct* counts episodes that showed the agent "
-              "different observation sequences: a greedy agent in a deterministic env replays the same game from equivalent "
-              "starts (Atari no-op starts), and where distinct ≪ episodes the ± is optimistic.", "",
-              "| agent | λ | mask | success rate | return | mean length | distinct episodes | success / teacher (return / teacher without success) "
-              "| action agreement with teacher (held-out) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# DIGR run `{cfg_dict['name']}`",
+        "",
+        f"Environment `{cfg_dict['env']['id']}`; teacher: SB3 PPO, {t.get('num_timesteps', '?')} environment steps; "
+        f"seed {cfg_dict['seed']}. Method: our reconstruction of Xing et al. 2022 (arXiv 2205.08685); see README.",
+        "",
+    ]
+    lines += [
+        "## Returns",
+        "",
+        f"{metrics['eval_episodes']} episodes per agent, seeds {metrics['eval_seed']}…, greedy actions. "
+        "± = 95 % confidence half-width, treating episodes as independent. *Distinct* counts episodes that showed the agent "
+        "different observation sequences: a greedy agent in a deterministic env replays the same game from equivalent "
+        "starts (Atari no-op starts), and where distinct ≪ episodes the ± is optimistic.",
+        "",
+        "| agent | λ | mask | success rate | return | mean length | distinct episodes "
+        "| success / teacher (return / teacher without success) | action agreement with teacher (held-out) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     ts = t["rollout"]["success_rate"]
     key = "success_rate" if ts == ts else "return_mean"  # NaN success: envs scored by return (Atari)
     tv = t["rollout"][key]
@@ -53,24 +62,42 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
         r = a["rollout"]
         ratio = f"{r[key] / tv:.3f}" if tv > 0 else "–"
         agree = f"{a['action_agreement']:.3f}" if "action_agreement" in a else "–"
-        return (f"| {name} | {lam} | {mask} | {r['success_rate']:.3f} ± {r['success_ci95']:.3f} | {r['return_mean']:.3f} ± "
-                f"{r['return_ci95']:.3f} | {r['mean_length']:.1f} | {distinct_episodes(r)} / {r['episodes']} | {ratio} | {agree} |")
+        return (
+            f"| {name} | {lam} | {mask} | {r['success_rate']:.3f} ± {r['success_ci95']:.3f} | {r['return_mean']:.3f} ± "
+            f"{r['return_ci95']:.3f} | {r['mean_length']:.1f} | {distinct_episodes(r)} / {r['episodes']} | {ratio} | {agree} |"
+        )
 
     lines.append(row("teacher", t))
     for name, s in metrics["students"].items():
         lines.append(row(name, s, s["lam"], s["mask"]))
     p = metrics["top_percent"]
-    lines += ["", "## Saliency quality on held-out frames", "",
-              f"{metrics['heldout_frames']} held-out frames. Agreement is with the teacher's perturbation map (Greydanus et al. "
-              f"2018); localisation is on the ground-truth target-object cells. Students: vanilla input gradient of log π(a|s) for "
-              f"their own greedy action.", "",
-              f"| map | Spearman ρ | IoU top-{p:g}% | mass inside target | pointing game |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Saliency quality on held-out frames",
+        "",
+        f"{metrics['heldout_frames']} held-out frames. Agreement is with the teacher's perturbation map (Greydanus et al. "
+        f"2018); localisation is on the ground-truth target-object cells. Students: vanilla input gradient of log π(a|s) for "
+        f"their own greedy action.",
+        "",
+        f"| map | Spearman ρ | IoU top-{p:g}% | mass inside target | pointing game |",
+        "|---|---|---|---|---|",
+    ]
     iou = f"iou_top{p:g}"
     for name, q in metrics["maps"].items():
-        lines.append(f"| {name} | {_fmt(q.get('spearman'))} | {_fmt(q.get(iou))} | {_fmt(q.get('mass_inside'))} | {_fmt(q.get('pointing_game'))} |")
+        lines.append(
+            f"| {name} | {_fmt(q.get('spearman'))} | {_fmt(q.get(iou))} | {_fmt(q.get('mass_inside'))} "
+            f"| {_fmt(q.get('pointing_game'))} |"
+        )
     lat = metrics["latency"]
-    lines += ["", "## Time per saliency map", "", f"Median of repeated calls on the same held-out frames, {lat['threads']} CPU threads.", "",
-              "| map | batch | ms / frame | forward passes / frame |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Time per saliency map",
+        "",
+        f"Median of repeated calls on the same held-out frames, {lat['threads']} CPU threads.",
+        "",
+        "| map | batch | ms / frame | forward passes / frame |",
+        "|---|---|---|---|",
+    ]
     for entry in lat["rows"]:
         lines.append(f"| {entry['map']} | {entry['batch']} | {entry['ms_per_frame']:.3f} | {entry['passes']} |")
     for b, ratio in lat["ratio"].items():
@@ -79,8 +106,13 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
     lines += ["", "## Figures", ""]
     for name, link in figures.items():
         lines += [f"![{FIGURES[name]}]({link})", f"*{FIGURES[name]}.*", ""]
-    lines += ["## Masks", "", f"Fraction of pixels marked non-salient (penalised) by the selective mask on training frames: "
-              f"{metrics['mask_fraction']:.3f} (κ = {cfg_dict['mask']['kappa']}, top_p = {cfg_dict['mask']['top_p']}, dilate = "
-              f"{cfg_dict['mask']['dilate']}).", ""]
+    lines += [
+        "## Masks",
+        "",
+        f"Fraction of pixels marked non-salient (penalised) by the selective mask on training frames: "
+        f"{metrics['mask_fraction']:.3f} (κ = {cfg_dict['mask']['kappa']}, top_p = {cfg_dict['mask']['top_p']}, dilate = "
+        f"{cfg_dict['mask']['dilate']}).",
+        "",
+    ]
     lines += sections
     return "\n".join(lines) + "\n"

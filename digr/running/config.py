@@ -14,12 +14,24 @@ constraints, JSON schema) lives on the field itself, which the hand-written vali
 from __future__ import annotations
 
 import difflib
+import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from digr.errors import ConfigError
 
@@ -45,7 +57,7 @@ __all__ = [
 ]
 
 
-def _field(default: Any = ..., help: str = "", unit: str | None = None, *, factory=None, **constraints) -> Any:  # noqa: A002
+def _field(default: Any = ..., help: str = "", unit: str | None = None, *, factory=None, **constraints) -> Any:
     """A model field with its help text, its unit (shown by ``digr config``) and pydantic constraints (``gt``, ``ge``,
     ``le``, ``pattern``...)."""
     extra = {"unit": unit} if unit else None
@@ -62,7 +74,9 @@ def _check_saliency_method(name: str) -> str:
 
     if name not in METHODS:
         close = difflib.get_close_matches(name, list(METHODS), n=1)
-        raise ValueError(f"unknown method {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; choose from {list(METHODS)}")
+        raise ValueError(
+            f"unknown method {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; choose from {list(METHODS)}"
+        )
     return name
 
 
@@ -102,10 +116,27 @@ class Section(BaseModel):
 class EnvConfig(Section):
     """Which environment to run (adapters in ``envs/``; contract in :mod:`digr.contracts`)."""
 
-    id: str = _field("envs.minigrid:DIGR/FetchColorGreen-8x8-v0", "gymnasium id, prefixed by the module that registers it ('module:EnvId')")
+    id: str = _field(
+        "envs.minigrid:DIGR/FetchColorGreen-8x8-v0", "gymnasium id, prefixed by the module that registers it ('module:EnvId')"
+    )
     kwargs: dict = _field(help="keyword arguments for gymnasium.make", factory=dict)
-    eval_id: str | None = _field(None, "env for states, evaluation and attacks when it differs from the training env (Atari: full games with true scores); null = id")
+    eval_id: str | None = _field(
+        None,
+        "env for states, evaluation and attacks when it differs from the training env "
+        "(Atari: full games with true scores); null = id",
+    )
     eval_kwargs: dict | None = _field(None, "keyword arguments for eval_id; null = kwargs")
+
+    def make_fn(self, evaluation: bool = False) -> Callable[[], Any]:
+        """A function that makes one env of the training id (or, with ``evaluation``, of ``eval_id`` with
+        ``eval_kwargs``, falling back to ``id`` and ``kwargs``) through :func:`digr.contracts.make_env`."""
+        from digr.contracts import make_env
+
+        if not evaluation:
+            return functools.partial(make_env, self.id, **self.kwargs)
+        return functools.partial(
+            make_env, self.eval_id or self.id, **(self.kwargs if self.eval_kwargs is None else self.eval_kwargs)
+        )
 
 
 class TeacherConfig(Section):
@@ -123,15 +154,33 @@ class TeacherConfig(Section):
     gae_lambda: float = _field(0.95, "GAE λ", ge=0, le=1)
     clip_range: float = _field(0.2, "PPO clip range (start value with clip_schedule: linear)", gt=0)
     max_grad_norm: float = _field(0.5, "gradient-norm clip", gt=0)
-    cell: int = _field(8, "grid arch: side of the first conv's kernel and stride (8 = one output per MiniGrid cell)", "pixels", gt=0)
+    cell: int = _field(
+        8, "grid arch: side of the first conv's kernel and stride (8 = one output per MiniGrid cell)", "pixels", gt=0
+    )
     features_dim: int = _field(256, "width of the features layer (512 for the Nature CNN, as RL-Zoo)", gt=0)
     checkpoint_every: int = _field(50_000, "resumable checkpoint interval", "env steps", gt=0)
-    arch: Literal["grid", "nature"] = _field("grid", "network body: grid (GridCNN, one feature vector per cell) or nature (Nature-DQN CNN, Atari)")
-    lr_schedule: Literal["constant", "linear"] = _field("constant", "learning-rate schedule; linear decays to 0 over total_timesteps (RL-Zoo Atari)")
-    clip_schedule: Literal["constant", "linear"] = _field("constant", "clip-range schedule; linear decays to 0 over total_timesteps")
-    sb3_zip: str | None = _field(None, "a user's SB3 PPO CnnPolicy zip to import as the teacher instead of training (read without unpickling; needs arch: nature)")
-    pretrained: str | None = _field(None, "a folder with a DIGR teacher (teacher.safetensors + teacher.json) to copy in instead of training, e.g. experiments/teachers/breakout")
-    channels: list[PositiveInt] = _field(help="grid arch: widths of the cell conv and the 3x3 convs after it", factory=lambda: [32, 64, 64], min_length=1)
+    arch: Literal["grid", "nature"] = _field(
+        "grid", "network body: grid (GridCNN, one feature vector per cell) or nature (Nature-DQN CNN, Atari)"
+    )
+    lr_schedule: Literal["constant", "linear"] = _field(
+        "constant", "learning-rate schedule; linear decays to 0 over total_timesteps (RL-Zoo Atari)"
+    )
+    clip_schedule: Literal["constant", "linear"] = _field(
+        "constant", "clip-range schedule; linear decays to 0 over total_timesteps"
+    )
+    sb3_zip: str | None = _field(
+        None,
+        "a user's SB3 PPO CnnPolicy zip to import as the teacher instead of training "
+        "(read without unpickling; needs arch: nature)",
+    )
+    pretrained: str | None = _field(
+        None,
+        "a folder with a DIGR teacher (teacher.safetensors + teacher.json) to copy in instead of training, "
+        "e.g. experiments/teachers/breakout",
+    )
+    channels: list[PositiveInt] = _field(
+        help="grid arch: widths of the cell conv and the 3x3 convs after it", factory=lambda: [32, 64, 64], min_length=1
+    )
 
 
 class DatasetConfig(Section):
@@ -140,7 +189,9 @@ class DatasetConfig(Section):
     train_frames: int = _field(8_000, "training states", "states", gt=0)
     heldout_frames: int = _field(512, "held-out states (other episode seeds) for evaluation", "states", gt=0)
     temperature: float = _field(1.0, "the teacher samples from softmax(logits / temperature) while collecting", gt=0)
-    max_per_episode: PositiveInt | None = _field(None, "at most this many states per episode, drawn uniformly; null = no cap", "states")
+    max_per_episode: PositiveInt | None = _field(
+        None, "at most this many states per episode, drawn uniformly; null = no cap", "states"
+    )
 
 
 class PerturbationConfig(Section):
@@ -148,15 +199,23 @@ class PerturbationConfig(Section):
 
     sigma_mask: float = _field(4.0, "std of the Gaussian mask (reference 5 on 80-84 px Atari frames)", "pixels", gt=0)
     sigma_blur: float = _field(2.4, "std of the blur that fills the masked region (reference 3)", "pixels", gt=0)
-    stride: int = _field(4, "grid stride between mask centres (reference 5); cost = ceil(H/d)*ceil(W/d) + 1 forward passes", "pixels", gt=0)
-    internal_batch_size: int = _field(256, "at most this many perturbed images per forward pass (memory; 256 was fastest on 2 CPU cores)", "images", gt=0)
+    stride: int = _field(
+        4, "grid stride between mask centres (reference 5); cost = ceil(H/d)*ceil(W/d) + 1 forward passes", "pixels", gt=0
+    )
+    internal_batch_size: int = _field(
+        256, "at most this many perturbed images per forward pass (memory; 256 was fastest on 2 CPU cores)", "images", gt=0
+    )
 
 
 class MaskConfig(Section):
     """Selective mask M(s) = 1 on non-salient pixels (:func:`digr.method.masks.selective_mask`)."""
 
-    kappa: float = _field(0.1, "threshold on the per-frame max-normalised teacher map: salient where S/max S >= kappa", ge=0, le=1)
-    top_p: float | None = _field(None, "keep the top-p % pixels salient instead of kappa; null = use kappa", "percent", gt=0, lt=100)
+    kappa: float = _field(
+        0.1, "threshold on the per-frame max-normalised teacher map: salient where S/max S >= kappa", ge=0, le=1
+    )
+    top_p: float | None = _field(
+        None, "keep the top-p % pixels salient instead of kappa; null = use kappa", "percent", gt=0, lt=100
+    )
     dilate: int = _field(0, "grow the salient set by this many pixels", "pixels", ge=0)
 
 
@@ -165,12 +224,17 @@ class StudentSpec(Section):
 
     name: str = _field("digr", "names the student's files (letters, digits, '_' or '-')", pattern=r"^[A-Za-z0-9_-]+$")
     lam: float = _field(0.01, "λ, weight of the masked input-gradient penalty", "(score per [0,1] pixel)^-2", ge=0)
-    mask: Literal["selective", "all", "none"] = _field("selective", "selective (DIGR), all (M = 1, non-selective IGR) or none (plain distillation; needs lam 0)")
+    mask: Literal["selective", "all", "none"] = _field(
+        "selective", "selective (DIGR), all (M = 1, non-selective IGR) or none (plain distillation; needs lam 0)"
+    )
 
 
 def _default_students() -> list[StudentSpec]:
-    return [StudentSpec(name="plain", lam=0.0, mask="none"), StudentSpec(name="igr_all", lam=0.01, mask="all"),
-            StudentSpec(name="digr", lam=0.01, mask="selective")]  # fmt: skip
+    return [
+        StudentSpec(name="plain", lam=0.0, mask="none"),
+        StudentSpec(name="igr_all", lam=0.01, mask="all"),
+        StudentSpec(name="digr", lam=0.01, mask="selective"),
+    ]
 
 
 class DistillConfig(Section):
@@ -181,11 +245,20 @@ class DistillConfig(Section):
     batch_size: int = _field(64, "minibatch size", "states", gt=0)
     learning_rate: float = _field(3e-4, "Adam learning rate", gt=0)
     tau: float = _field(1.0, "teacher temperature τ of the KL target", gt=0)
-    target: Literal["log_prob", "sum_log_prob", "logit"] = _field("log_prob", "score g whose input gradient is penalised: log_prob = log π_S(a*|s), a* = argmax π_T; sum_log_prob = Σ_a log π_S(a|s) (Ross et al. 2017); logit = the student's logit of a*")
+    target: Literal["log_prob", "sum_log_prob", "logit"] = _field(
+        "log_prob",
+        "score g whose input gradient is penalised: log_prob = log π_S(a*|s), a* = argmax π_T; "
+        "sum_log_prob = Σ_a log π_S(a|s) (Ross et al. 2017); logit = the student's logit of a*",
+    )
     checkpoint_every: int = _field(500, "resumable checkpoint interval", "minibatch steps", gt=0)
     dagger_rounds: int = _field(0, "DAgger rounds after the first `steps` (0 = distil from teacher states only)", ge=0)
     dagger_frames: int = _field(1_000, "student-visited states added per DAgger round", "states", gt=0)
-    penalty_batch_size: PositiveInt | None = _field(None, "estimate the penalty on this many uniformly drawn rows per minibatch (unbiased; k/B of the double-backprop cost); null = all", "states")
+    penalty_batch_size: PositiveInt | None = _field(
+        None,
+        "estimate the penalty on this many uniformly drawn rows per minibatch "
+        "(unbiased; k/B of the double-backprop cost); null = all",
+        "states",
+    )
     students: list[StudentSpec] = _field(help="the students to distil", factory=_default_students)
 
 
@@ -205,7 +278,9 @@ class SaliencyBenchConfig(Section):
     """``digr saliency-bench``: every method on the teacher and each student, quality against cost."""
 
     frames: int = _field(128, "held-out frames", "frames", gt=0)
-    methods: list[Annotated[str, AfterValidator(_check_saliency_method)]] = _field(help="methods from the saliency registry (digr.saliency.METHODS)", factory=_default_bench_methods)
+    methods: list[Annotated[str, AfterValidator(_check_saliency_method)]] = _field(
+        help="methods from the saliency registry (digr.saliency.METHODS)", factory=_default_bench_methods
+    )
     n_samples: int = _field(50, "N of the sampling methods (SmoothGrad, SmoothGrad², VarGrad, AdaptGrad, mollifiers)", gt=0)
     noise_level: float = _field(0.15, "σ of the sampling methods relative to the [0, 1] pixel range", gt=0)
     confidence: float = _field(0.95, "AdaptGrad's confidence c", gt=0, lt=1)
@@ -224,14 +299,25 @@ class AttackConfig(Section):
     """``digr attack``: ℓ∞ observation attacks (:mod:`digr.attacks`) on the teacher and the students; the flags
     ``--attacks``, ``--eps``, ``--episodes`` and ``--agents`` override these."""
 
-    attacks: list[Annotated[str, AfterValidator(_check_attack)]] = _field(help="attack names: random, fgsm, pgd10, pgd50, mad, critic, pgd<K>, mad<K>, critic<K>", factory=lambda: ["random", "fgsm", "pgd10", "pgd50", "mad"])
-    eps: list[Annotated[float | str, AfterValidator(_check_eps)]] = _field(help="budgets ε as numbers or fractions such as '1/255' (0 gives clean returns under the same protocol)", unit="[0,1] pixel units", factory=lambda: ["1/255", "3/255", "5/255"])
-    episodes: PositiveInt | None = _field(None, "closed-loop episodes per (agent, attack, ε), seeds evaluate.seed + i; null = evaluate.episodes", "episodes")
+    attacks: list[Annotated[str, AfterValidator(_check_attack)]] = _field(
+        help="attack names: random, fgsm, pgd10, pgd50, mad, critic, pgd<K>, mad<K>, critic<K>",
+        factory=lambda: ["random", "fgsm", "pgd10", "pgd50", "mad"],
+    )
+    eps: list[Annotated[float | str, AfterValidator(_check_eps)]] = _field(
+        help="budgets ε as numbers or fractions such as '1/255' (0 gives clean returns under the same protocol)",
+        unit="[0,1] pixel units",
+        factory=lambda: ["1/255", "3/255", "5/255"],
+    )
+    episodes: PositiveInt | None = _field(
+        None, "closed-loop episodes per (agent, attack, ε), seeds evaluate.seed + i; null = evaluate.episodes", "episodes"
+    )
     open_loop_frames: int = _field(512, "held-out states attacked open loop (flip rate, KL)", "states", gt=0)
     batch_size: int = _field(256, "frames per open-loop attack call", "frames", gt=0)
     n_parallel: int = _field(50, "closed-loop episodes stepped in lockstep (attacked as one batch)", "episodes", gt=0)
     agents: list[str] | None = _field(None, "which of teacher and the students to attack; null = all")
-    options: dict = _field(help="attack name -> keyword arguments for make_attack, e.g. {pgd50: {step_size: 0.00392}} ([0,1] units)", factory=dict)
+    options: dict = _field(
+        help="attack name -> keyword arguments for make_attack, e.g. {pgd50: {step_size: 0.00392}} ([0,1] units)", factory=dict
+    )
 
 
 class ExperimentConfig(Section):
@@ -266,13 +352,17 @@ class ExperimentConfig(Section):
             raise ConfigError(f"distill.students: names must be unique, got {names}")
         for i, s in enumerate(self.distill.students):
             if s.mask == "none" and s.lam != 0:
-                raise ConfigError(f"distill.students[{i}]: mask 'none' needs lam 0 (got {s.lam}); use mask 'all' or 'selective'")
+                raise ConfigError(
+                    f"distill.students[{i}]: mask 'none' needs lam 0 (got {s.lam}); use mask 'all' or 'selective'"
+                )
         validate_attack_options(self.attack.options)
         validate_attack_agents(self.attack.agents, names)
         t = self.teacher
         if t.sb3_zip and t.arch != "nature":
-            raise ConfigError("teacher.arch: an SB3 CnnPolicy zip (teacher.sb3_zip) is a Nature-DQN CNN; set teacher.arch: nature "
-                              "(the students are built with the teacher's architecture)")  # fmt: skip
+            raise ConfigError(
+                "teacher.arch: an SB3 CnnPolicy zip (teacher.sb3_zip) is a Nature-DQN CNN; set teacher.arch: nature "
+                "(the students are built with the teacher's architecture)"
+            )
         if t.sb3_zip and t.pretrained:
             raise ConfigError("teacher.sb3_zip and teacher.pretrained: give at most one source for a ready teacher")
         if t.batch_size > t.n_envs * t.n_steps:
@@ -311,7 +401,9 @@ def validate_attack_options(options: dict, field_name: str = "attack.options") -
 
     for name, kwargs in options.items():
         if not isinstance(kwargs, dict):
-            raise ConfigError(f"{field_name}.{name}: expected a mapping of keyword arguments such as {{step_size: 0.004}}, got {kwargs!r}")
+            raise ConfigError(
+                f"{field_name}.{name}: expected a mapping of keyword arguments such as {{step_size: 0.004}}, got {kwargs!r}"
+            )
         try:
             make_attack(str(name), "1/255", **kwargs)
         except (TypeError, ValueError) as err:
@@ -405,8 +497,10 @@ def _set_override(data: dict, dotted: str, raw: str) -> None:
     try:
         node[keys[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {dotted}={raw!r}: the value is not valid YAML ({str(e).splitlines()[0]}); "
-                          "quote it, e.g. -o 'teacher.channels=[32, 64]'") from None  # fmt: skip
+        raise ConfigError(
+            f"override {dotted}={raw!r}: the value is not valid YAML ({str(e).splitlines()[0]}); "
+            "quote it, e.g. -o 'teacher.channels=[32, 64]'"
+        ) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

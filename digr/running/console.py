@@ -25,8 +25,16 @@ def progress(label: str, total: int | None = None) -> Iterator[Callable[..., Non
 
     ``update(completed, total=None, label=None)`` moves the bar (and may change its total and label).
     """
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=console, transient=False, disable=not console.is_terminal)  # fmt: skip
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
     with bar:
         task = bar.add_task(label, total=total)
 

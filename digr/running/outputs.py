@@ -33,12 +33,12 @@ from digr.running.tracking import Tracker
 __all__ = [
     "bench_latency",
     "distill_progress",
-    "run_figures",
     "save_maps",
     "teacher_progress",
     "tracked_metrics",
     "write_attack",
     "write_bench",
+    "write_evaluation",
     "write_provenance",
     "write_report",
     "write_run_info",
@@ -51,8 +51,13 @@ def write_run_info(folder: RunFolder, cfg: ExperimentConfig, version: str) -> No
     """``config.yml`` (the resolved config) and ``run_info.json`` (versions, command, threads)."""
     folder.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder.config_yml, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    info = {"digr": version, "python": platform.python_version(), "torch": th.__version__, "command": " ".join(sys.argv),
-            "threads": th.get_num_threads()}  # fmt: skip
+    info = {
+        "digr": version,
+        "python": platform.python_version(),
+        "torch": th.__version__,
+        "command": " ".join(sys.argv),
+        "threads": th.get_num_threads(),
+    }
     write_text_atomic(folder.run_info, json.dumps(info, indent=2))
 
 
@@ -60,8 +65,16 @@ def write_provenance(teacher: TeacherFolder, cfg: ExperimentConfig, version: str
     """``provenance.json`` beside a trained teacher: how it was made (kept when the folder is reused as
     ``teacher.pretrained``)."""
     c = config_to_dict(cfg)
-    provenance = {"command": " ".join(sys.argv), "seed": cfg.seed, "env": c["env"], "teacher": c["teacher"], "digr": version,
-                  "torch": th.__version__, "threads": th.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    provenance = {
+        "command": " ".join(sys.argv),
+        "seed": cfg.seed,
+        "env": c["env"],
+        "teacher": c["teacher"],
+        "digr": version,
+        "torch": th.__version__,
+        "threads": th.get_num_threads(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     write_text_atomic(teacher.provenance, json.dumps(provenance, indent=2))
 
 
@@ -70,8 +83,10 @@ def teacher_progress(tracker: Tracker, t, row: dict) -> None:
     tracker.log({f"teacher/{k}": v for k, v in row.items()}, step=int(row["steps"]))
     if row["steps"] % (t.n_envs * t.n_steps * 10) < t.n_envs * t.n_steps:
         score = f"  game score {row['mean_score']:.1f}" if row["mean_score"] == row["mean_score"] else ""
-        log(f"teacher: {row['steps']:>8d}/{t.total_timesteps} steps  success {row['success_rate']:.2f}  return {row['mean_return']:.3f}"
-            f"{score}  {row['steps_per_sec']:.0f} steps/s")  # fmt: skip
+        log(
+            f"teacher: {row['steps']:>8d}/{t.total_timesteps} steps  success {row['success_rate']:.2f}  "
+            f"return {row['mean_return']:.3f}{score}  {row['steps_per_sec']:.0f} steps/s"
+        )
 
 
 def distill_progress(tracker: Tracker, name: str, total: int, row: dict) -> None:
@@ -89,15 +104,18 @@ def tracked_metrics(metrics: dict) -> dict:
     return flat
 
 
-def run_figures(folder: RunFolder, cfg: ExperimentConfig, held: StateDataset, maps: dict[str, np.ndarray]) -> None:
-    """The report's figures: the teacher's learning curve (if it has one), saliency overlays on evenly spaced held-out
-    frames, and the students' loss curves."""
+def write_evaluation(folder: RunFolder, cfg: ExperimentConfig, metrics: dict, held: StateDataset, maps: dict[str, np.ndarray]):
+    """``metrics.json`` and the report's figures: the teacher's learning curve (if it has one), saliency overlays on evenly
+    spaced held-out frames, and the students' loss curves."""
+    write_text_atomic(folder.metrics, json.dumps(metrics, indent=2))  # NaN allowed: Atari has no success signal
     if folder.teacher.curve.is_file():
         plot_curve(folder.teacher.curve, folder.figure("teacher_curve"), f"Teacher (PPO) on {cfg.env.id.split(':')[-1]}")
     n = min(cfg.evaluate.figure_frames, len(held))
     if n:
         idx = np.linspace(0, len(held) - 1, n).astype(int)
-        plot_saliency_grid(held.images[idx], {k: v[idx] for k, v in maps.items()}, folder.figure("saliency_grid"), held.target_mask[idx])
+        plot_saliency_grid(
+            held.images[idx], {k: v[idx] for k, v in maps.items()}, folder.figure("saliency_grid"), held.target_mask[idx]
+        )
     histories = {s.name: json.loads(folder.student(s.name).history.read_text()) for s in cfg.distill.students}
     plot_distill_history(histories, folder.figure("distill_curves"))
 
@@ -144,8 +162,16 @@ def bench_latency(folder: RunFolder, cfg: ExperimentConfig, env_fn, batches, rep
     n_actions = env.action_space.n
     env.close()
     t = cfg.teacher
-    untrained = functools.partial(PolicyNet, tuple(image.shape[1:]), n_actions, 0 if side is None else side.shape[1], t.cell, t.features_dim,
-                                  arch=t.arch, channels=t.channels)  # fmt: skip
+    untrained = functools.partial(
+        PolicyNet,
+        tuple(image.shape[1:]),
+        n_actions,
+        0 if side is None else side.shape[1],
+        t.cell,
+        t.features_dim,
+        arch=t.arch,
+        channels=t.channels,
+    )
     trained = folder.teacher.weights.is_file()
     teacher = load_teacher(folder.teacher.weights) if trained else untrained().eval()
     last = folder.student(cfg.distill.students[-1].name).weights if cfg.distill.students else None

@@ -151,7 +151,7 @@ class AttackFiles:
 
 
 class RunFolder:
-    """Paths of one run's artefacts (module docstring). Knows paths only; creates nothing but what :meth:`mkdir` makes.
+    """Paths of one run's artefacts (module docstring). Knows paths only; the writers create folders as they need them.
 
     :param root: ``Path(run_dir) / name``.
     """
@@ -213,7 +213,3 @@ class RunFolder:
     def link(self, path: Path) -> str:
         """``path`` relative to the run folder, with ``/``: a link that works from ``report.md``."""
         return Path(path).relative_to(self.root).as_posix()
-
-    def mkdir(self) -> None:
-        """Create the run folder and ``students/``."""
-        self.students_dir.mkdir(parents=True, exist_ok=True)

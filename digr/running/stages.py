@@ -100,8 +100,9 @@ class Stages:
         if old != new:
             changes = "; ".join(config_diff(old, new))
             raise StageConfigMismatch(
-                f"stage {marker.stem!r} in {self.folder.root} was made with a different config ({changes}). Nothing was changed. "
-                f"Use a new `name:` for this config, or delete {marker} and the artefacts it names to redo that stage."
+                f"stage {marker.stem!r} in {self.folder.root} was made with a different config ({changes}). "
+                f"Nothing was changed. Use a new `name:` for this config, or delete {marker} and the artefacts it names "
+                "to redo that stage."
             )
         return True
 

@@ -22,17 +22,61 @@ occlusion              constant-patch occlusion, batched                        
 import functools
 
 from digr.saliency.base import REDUCTIONS, Cost, SaliencyMethod, reduce_channels
-from digr.saliency.gradient import (TARGETS, GradientXInput, VanillaGradient, act_and_explain, batched_input_gradient, gradient_saliency, input_gradient,
-                                    target_score)
+from digr.saliency.gradient import (
+    TARGETS,
+    GradientXInput,
+    VanillaGradient,
+    act_and_explain,
+    batched_input_gradient,
+    gradient_saliency,
+    input_gradient,
+    target_score,
+)
 from digr.saliency.integrated_gradients import IntegratedGradients
 from digr.saliency.occlusion import Occlusion
 from digr.saliency.perturbation import PerturbationSaliency, gaussian_blur, gaussian_masks, perturbation_saliency
-from digr.saliency.smoothing import AdaptGrad, Mollified, Smoothed, SmoothGrad, SmoothGradSq, VarGrad, adaptive_sigma, sample_kernel
+from digr.saliency.smoothing import (
+    AdaptGrad,
+    Mollified,
+    Smoothed,
+    SmoothGrad,
+    SmoothGradSq,
+    VarGrad,
+    adaptive_sigma,
+    sample_kernel,
+)
 
-__all__ = ["TARGETS", "REDUCTIONS", "Cost", "SaliencyMethod", "reduce_channels", "gradient_saliency", "act_and_explain", "input_gradient", "batched_input_gradient",
-           "target_score", "gaussian_blur", "gaussian_masks", "perturbation_saliency", "VanillaGradient", "GradientXInput",
-           "IntegratedGradients", "Smoothed", "SmoothGrad", "SmoothGradSq", "VarGrad", "AdaptGrad", "Mollified", "Occlusion",
-           "PerturbationSaliency", "adaptive_sigma", "sample_kernel", "METHODS", "SAMPLING_METHODS", "make_method"]
+__all__ = [
+    "METHODS",
+    "REDUCTIONS",
+    "SAMPLING_METHODS",
+    "TARGETS",
+    "AdaptGrad",
+    "Cost",
+    "GradientXInput",
+    "IntegratedGradients",
+    "Mollified",
+    "Occlusion",
+    "PerturbationSaliency",
+    "SaliencyMethod",
+    "SmoothGrad",
+    "SmoothGradSq",
+    "Smoothed",
+    "VanillaGradient",
+    "VarGrad",
+    "act_and_explain",
+    "adaptive_sigma",
+    "batched_input_gradient",
+    "gaussian_blur",
+    "gaussian_masks",
+    "gradient_saliency",
+    "input_gradient",
+    "make_method",
+    "perturbation_saliency",
+    "reduce_channels",
+    "sample_kernel",
+    "target_score",
+]
 
 METHODS = {
     "gradient": VanillaGradient,
@@ -63,7 +107,9 @@ def make_method(name: str, **kwargs) -> SaliencyMethod:
         import difflib
 
         close = difflib.get_close_matches(name, list(METHODS), n=1)
-        raise ValueError(f"unknown saliency method {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; known: {sorted(METHODS)}")
+        raise ValueError(
+            f"unknown saliency method {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; known: {sorted(METHODS)}"
+        )
     try:
         return METHODS[name](**kwargs)
     except TypeError as e:

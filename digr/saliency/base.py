@@ -26,7 +26,7 @@ import torch as th
 
 from digr.contracts import Policy
 
-__all__ = ["REDUCTIONS", "Cost", "SaliencyMethod", "reduce_channels", "check_inputs"]
+__all__ = ["REDUCTIONS", "Cost", "SaliencyMethod", "check_inputs", "reduce_channels"]
 
 REDUCTIONS = ("abs_max", "abs_sum", "sum", "abs_mean")
 
@@ -74,7 +74,9 @@ def check_inputs(image: th.Tensor, action: th.Tensor | None, side: th.Tensor | N
     b = image.shape[0]
     if need_action:
         if action is None:
-            raise ValueError("this saliency method explains one action per frame: pass action (int64 [B]), e.g. the policy's greedy action")
+            raise ValueError(
+                "this saliency method explains one action per frame: pass action (int64 [B]), e.g. the policy's greedy action"
+            )
         if action.shape != (b,):
             raise ValueError(f"action must be int64 [B] = [{b}], got shape {tuple(action.shape)}")
     if side is not None and side.shape[0] != b:
@@ -95,7 +97,9 @@ class SaliencyMethod(abc.ABC):
         self.reduce = reduce
 
     @abc.abstractmethod
-    def attribute(self, policy: Policy, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
+    def attribute(
+        self, policy: Policy, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None
+    ) -> th.Tensor:
         """Raw attribution, float ``[B, C, H, W]`` (or ``[B, 1, H, W]``); see the module docstring."""
 
     @abc.abstractmethod

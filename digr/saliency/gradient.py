@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import torch as th
 import torch.nn.functional as F
-from digr.contracts import Policy
 
+from digr.contracts import Policy
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 
-__all__ = ["TARGETS", "target_score", "input_gradient", "act_and_explain", "batched_input_gradient", "gradient_saliency", "VanillaGradient",
-           "GradientXInput"]
+__all__ = [
+    "TARGETS",
+    "GradientXInput",
+    "VanillaGradient",
+    "act_and_explain",
+    "batched_input_gradient",
+    "gradient_saliency",
+    "input_gradient",
+    "target_score",
+]
 
 TARGETS = ("log_prob", "sum_log_prob", "logit")
 
@@ -40,8 +48,14 @@ def target_score(logits: th.Tensor, action: th.Tensor, target: str = "log_prob")
     raise ValueError(f"target={target!r} is not one of {TARGETS}")
 
 
-def input_gradient(policy: Policy, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
-                   target: str = "log_prob", create_graph: bool = False) -> th.Tensor:
+def input_gradient(
+    policy: Policy,
+    image: th.Tensor,
+    action: th.Tensor,
+    side: th.Tensor | None = None,
+    target: str = "log_prob",
+    create_graph: bool = False,
+) -> th.Tensor:
     """∂g(π(image, side))/∂image for each sample, float ``[B, C, H, W]`` (units: score per [0, 1] pixel value).
 
     Samples are independent, so the gradient of Σ_b g_b gives every sample's own gradient in one backward pass.
@@ -57,8 +71,9 @@ def input_gradient(policy: Policy, image: th.Tensor, action: th.Tensor, side: th
     return grad
 
 
-def gradient_saliency(policy: Policy, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
-                      target: str = "log_prob") -> th.Tensor:
+def gradient_saliency(
+    policy: Policy, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None, target: str = "log_prob"
+) -> th.Tensor:
     """Vanilla gradient saliency map, float ``[B, H, W]`` ≥ 0: max over channels of |∂g/∂x| (Simonyan et al. 2013).
 
     One forward and one backward pass for the whole batch. See :func:`input_gradient` for arguments.
@@ -66,8 +81,9 @@ def gradient_saliency(policy: Policy, image: th.Tensor, action: th.Tensor, side:
     return input_gradient(policy, image, action, side, target).abs().amax(dim=1)
 
 
-def act_and_explain(policy: Policy, image: th.Tensor, side: th.Tensor | None = None,
-                    target: str = "log_prob") -> tuple[th.Tensor, th.Tensor]:
+def act_and_explain(
+    policy: Policy, image: th.Tensor, side: th.Tensor | None = None, target: str = "log_prob"
+) -> tuple[th.Tensor, th.Tensor]:
     """Greedy action and its gradient saliency map from ONE forward and ONE backward pass (DIGR's deployment path).
 
     A deployed agent runs the forward pass anyway to choose its action; the map then costs one backward pass on top.
@@ -86,16 +102,30 @@ def act_and_explain(policy: Policy, image: th.Tensor, side: th.Tensor | None = N
     return action, grad.abs().amax(dim=1)
 
 
-def batched_input_gradient(policy: Policy, image: th.Tensor, action: th.Tensor, side: th.Tensor | None = None,
-                           target: str = "log_prob", batch_size: int = 256) -> th.Tensor:
+def batched_input_gradient(
+    policy: Policy,
+    image: th.Tensor,
+    action: th.Tensor,
+    side: th.Tensor | None = None,
+    target: str = "log_prob",
+    batch_size: int = 256,
+) -> th.Tensor:
     """:func:`input_gradient` over chunks of at most ``batch_size`` images (bounds memory), float ``[N, C, H, W]``.
 
     :raises ValueError: ``batch_size`` < 1.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    out = [input_gradient(policy, image[i : i + batch_size], action[i : i + batch_size],
-                          None if side is None else side[i : i + batch_size], target) for i in range(0, len(image), batch_size)]
+    out = [
+        input_gradient(
+            policy,
+            image[i : i + batch_size],
+            action[i : i + batch_size],
+            None if side is None else side[i : i + batch_size],
+            target,
+        )
+        for i in range(0, len(image), batch_size)
+    ]
     return th.cat(out) if out else image.new_zeros(image.shape)
 
 

@@ -21,7 +21,7 @@ from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 from digr.saliency.gradient import TARGETS, batched_input_gradient
 from digr.saliency.perturbation import gaussian_blur
 
-__all__ = ["QUADRATURES", "quadrature", "IntegratedGradients"]
+__all__ = ["QUADRATURES", "IntegratedGradients", "quadrature"]
 
 QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -67,13 +67,23 @@ class IntegratedGradients(SaliencyMethod):
 
     name = "integrated_gradients"
 
-    def __init__(self, n_steps: int = 50, baseline: str | th.Tensor = "black", method: str = "gausslegendre", target: str = "log_prob",
-                 blur_sigma: float = 3.0, batch_size: int = 256, reduce: str = "abs_max"):
+    def __init__(
+        self,
+        n_steps: int = 50,
+        baseline: str | th.Tensor = "black",
+        method: str = "gausslegendre",
+        target: str = "log_prob",
+        blur_sigma: float = 3.0,
+        batch_size: int = 256,
+        reduce: str = "abs_max",
+    ):
         super().__init__(reduce)
         if target not in TARGETS:
             raise ValueError(f"target={target!r} is not one of {TARGETS}")
         if isinstance(baseline, str) and baseline not in ("black", "blur", "uniform"):
-            raise ValueError(f"baseline={baseline!r}: use 'black', 'blur', 'uniform' or a tensor broadcastable to [B, C, H, W]")
+            raise ValueError(
+                f"baseline={baseline!r}: use 'black', 'blur', 'uniform' or a tensor broadcastable to [B, C, H, W]"
+            )
         quadrature(method, n_steps)  # validates
         self.n_steps, self.baseline, self.method, self.target = n_steps, baseline, method, target
         self.blur_sigma, self.batch_size = blur_sigma, batch_size
@@ -102,7 +112,9 @@ class IntegratedGradients(SaliencyMethod):
             path = (base[sl, None] + a * delta[sl, None]).reshape(n * self.n_steps, *image.shape[1:])
             act = action[sl].repeat_interleave(self.n_steps)
             sd = None if side is None else side[sl].repeat_interleave(self.n_steps, dim=0)
-            g = batched_input_gradient(policy, path, act, sd, self.target, self.batch_size).view(n, self.n_steps, *image.shape[1:])
+            g = batched_input_gradient(policy, path, act, sd, self.target, self.batch_size).view(
+                n, self.n_steps, *image.shape[1:]
+            )
             total[sl] = (g * w).sum(dim=1)
         return delta * total
 

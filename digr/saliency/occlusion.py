@@ -14,7 +14,7 @@ import torch as th
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 from digr.saliency.gradient import TARGETS, target_score
 
-__all__ = ["window_starts", "Occlusion"]
+__all__ = ["Occlusion", "window_starts"]
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -40,8 +40,15 @@ class Occlusion(SaliencyMethod):
 
     name = "occlusion"
 
-    def __init__(self, window: int = 8, stride: int = 4, fill: float = 0.0, target: str = "log_prob", batch_size: int = 1024,
-                 reduce: str = "abs_max"):
+    def __init__(
+        self,
+        window: int = 8,
+        stride: int = 4,
+        fill: float = 0.0,
+        target: str = "log_prob",
+        batch_size: int = 1024,
+        reduce: str = "abs_max",
+    ):
         super().__init__(reduce)
         if target not in TARGETS:
             raise ValueError(f"target={target!r} is not one of {TARGETS}")
@@ -71,8 +78,16 @@ class Occlusion(SaliencyMethod):
                 occ = (x[:, None] * (1 - masks[None]) + self.fill * masks[None]).reshape(n * m, c, h, w)
                 act = a.repeat_interleave(m)
                 sdr = None if sd is None else sd.repeat_interleave(m, dim=0)
-                scores = th.cat([target_score(policy(occ[j : j + self.batch_size], None if sdr is None else sdr[j : j + self.batch_size]),
-                                              act[j : j + self.batch_size], self.target) for j in range(0, n * m, self.batch_size)])
+                scores = th.cat(
+                    [
+                        target_score(
+                            policy(occ[j : j + self.batch_size], None if sdr is None else sdr[j : j + self.batch_size]),
+                            act[j : j + self.batch_size],
+                            self.target,
+                        )
+                        for j in range(0, n * m, self.batch_size)
+                    ]
+                )
                 diff = clean[:, None] - scores.view(n, m)  # [n, m]
                 out[sl] = th.einsum("nm,mchw->nchw", diff, masks) / coverage.clamp_min(1.0)
         return out.clone()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from digr.contracts import Policy
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 
-__all__ = ["gaussian_blur", "gaussian_masks", "perturbation_saliency", "PerturbationSaliency"]
+__all__ = ["PerturbationSaliency", "gaussian_blur", "gaussian_masks", "perturbation_saliency"]
 
 
 def _gaussian_kernel1d(sigma: float, dtype: th.dtype, device) -> th.Tensor:
@@ -62,7 +62,8 @@ def gaussian_blur(image: th.Tensor, sigma: float) -> th.Tensor:
 
 
 def gaussian_masks(height: int, width: int, sigma: float, stride: int, dtype=th.float32, device="cpu") -> th.Tensor:
-    """Gaussian bumps of std ``sigma`` pixels, scaled to peak 1 on the pixel grid, one per grid centre, float ``[gh·gw, H, W]`` in [0, 1].
+    """Gaussian bumps of std ``sigma`` pixels, scaled to peak 1 on the pixel grid, one per grid centre, float
+    ``[gh·gw, H, W]`` in [0, 1].
 
     Centres: ``(k·stride + (stride−1)/2)`` for ``k = 0 .. ceil(H/stride)−1`` (rows), likewise for columns, so that
     the bilinear upsampling in :func:`perturbation_saliency` maps each score back onto its own block.
@@ -79,9 +80,18 @@ def gaussian_masks(height: int, width: int, sigma: float, stride: int, dtype=th.
     return (gy[:, None, :, None] * gx[None, :, None, :]).reshape(gh * gw, height, width)
 
 
-def perturbation_saliency(policy: Policy, image: th.Tensor, action: th.Tensor | None = None, side: th.Tensor | None = None, *,
-                          sigma_mask: float = 5.0, sigma_blur: float = 3.0, stride: int = 5,
-                          internal_batch_size: int = 256, return_grid: bool = False) -> th.Tensor:
+def perturbation_saliency(
+    policy: Policy,
+    image: th.Tensor,
+    action: th.Tensor | None = None,
+    side: th.Tensor | None = None,
+    *,
+    sigma_mask: float = 5.0,
+    sigma_blur: float = 3.0,
+    stride: int = 5,
+    internal_batch_size: int = 256,
+    return_grid: bool = False,
+) -> th.Tensor:
     """Greydanus perturbation saliency, float ``[B, H, W]`` ≥ 0 (units: ½·squared change of the policy's output, i.e.
     of the logits, or of log π for SB3 teachers; see the module docstring).
 
@@ -135,20 +145,40 @@ class PerturbationSaliency(SaliencyMethod):
     """Greydanus et al. 2018 perturbation saliency as a :class:`~digr.saliency.base.SaliencyMethod`.
 
     ``attribute`` → float ``[B, 1, H, W]`` ≥ 0 (½·squared change of the policy's output; the action is ignored, the
-    score covers every action's logit). Cost: ceil(H/d)·ceil(W/d) + 1 forward passes, no backward pass. Parameters as :func:`perturbation_saliency`.
+    score covers every action's logit). Cost: ceil(H/d)·ceil(W/d) + 1 forward passes, no backward pass. Parameters as
+    :func:`perturbation_saliency`.
     """
 
     name = "perturbation"
 
-    def __init__(self, sigma_mask: float = 5.0, sigma_blur: float = 3.0, stride: int = 5, internal_batch_size: int = 256,
-                 reduce: str = "abs_max"):
+    def __init__(
+        self,
+        sigma_mask: float = 5.0,
+        sigma_blur: float = 3.0,
+        stride: int = 5,
+        internal_batch_size: int = 256,
+        reduce: str = "abs_max",
+    ):
         super().__init__(reduce)
-        self.sigma_mask, self.sigma_blur, self.stride, self.internal_batch_size = sigma_mask, sigma_blur, stride, internal_batch_size
+        self.sigma_mask, self.sigma_blur, self.stride, self.internal_batch_size = (
+            sigma_mask,
+            sigma_blur,
+            stride,
+            internal_batch_size,
+        )
 
     def attribute(self, policy, image, action=None, side=None):
         check_inputs(image, action, side, need_action=False)
-        return perturbation_saliency(policy, image, action, side, sigma_mask=self.sigma_mask, sigma_blur=self.sigma_blur, stride=self.stride,
-                                     internal_batch_size=self.internal_batch_size).unsqueeze(1)
+        return perturbation_saliency(
+            policy,
+            image,
+            action,
+            side,
+            sigma_mask=self.sigma_mask,
+            sigma_blur=self.sigma_blur,
+            stride=self.stride,
+            internal_batch_size=self.internal_batch_size,
+        ).unsqueeze(1)
 
     def cost(self, image_shape):
         _, h, w = image_shape

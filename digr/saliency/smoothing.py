@@ -40,8 +40,19 @@ import torch.nn.functional as F
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 from digr.saliency.gradient import VanillaGradient
 
-__all__ = ["KERNELS", "AGGREGATES", "sample_kernel", "Smoothed", "SmoothGrad", "SmoothGradSq", "VarGrad", "AdaptGrad", "Mollified", "adaptive_sigma",
-           "bump_std"]
+__all__ = [
+    "AGGREGATES",
+    "KERNELS",
+    "AdaptGrad",
+    "Mollified",
+    "SmoothGrad",
+    "SmoothGradSq",
+    "Smoothed",
+    "VarGrad",
+    "adaptive_sigma",
+    "bump_std",
+    "sample_kernel",
+]
 
 KERNELS = ("gaussian", "box", "laplace", "bump")
 AGGREGATES = ("mean", "mean_sq", "var")
@@ -68,8 +79,14 @@ def bump_std() -> float:
     return _BUMP_STD
 
 
-def sample_kernel(kernel: str, shape: tuple[int, ...], sigma: th.Tensor | float, generator: th.Generator | None = None,
-                  dtype=th.float32, device="cpu") -> th.Tensor:
+def sample_kernel(
+    kernel: str,
+    shape: tuple[int, ...],
+    sigma: th.Tensor | float,
+    generator: th.Generator | None = None,
+    dtype=th.float32,
+    device="cpu",
+) -> th.Tensor:
     """I.i.d. noise of the given kernel with standard deviation ``sigma`` (scalar or broadcastable tensor), float ``shape``.
 
     ``gaussian``: N(0, σ²). ``box``: U(−σ√3, σ√3). ``laplace``: Laplace(0, σ/√2). ``bump``: density ∝ exp(−1/(1 − (u/r)²))
@@ -96,8 +113,9 @@ def sample_kernel(kernel: str, shape: tuple[int, ...], sigma: th.Tensor | float,
     raise ValueError(f"kernel={kernel!r} is not one of {KERNELS}")
 
 
-def adaptive_sigma(image: th.Tensor, confidence: float = 0.95, value_range: tuple[float, float] = (0.0, 1.0),
-                   sigma_floor: float | None = None) -> th.Tensor:
+def adaptive_sigma(
+    image: th.Tensor, confidence: float = 0.95, value_range: tuple[float, float] = (0.0, 1.0), sigma_floor: float | None = None
+) -> th.Tensor:
     """AdaptGrad's per-coordinate σ_i = d_i / (√2·erfinv(c)) (Zhou et al. 2025, arXiv 2410.07711), float like ``image``.
 
     d_i = min(x_i − x_min, x_max − x_i) ≥ 0, so P(x_i + ξ_i ∈ [x_min, x_max]) ≥ c for ξ_i ~ N(0, σ_i²). ``sigma_floor``
@@ -136,18 +154,31 @@ class Smoothed(SaliencyMethod):
 
     name = "smoothed"
 
-    def __init__(self, inner: SaliencyMethod | None = None, kernel: str = "gaussian", n_samples: int = 50, aggregate: str = "mean",
-                 noise_level: float | None = None, stdev: float | None = None, include_clean: bool = False, confidence: float = 0.95,
-                 sigma_floor: float | None = None, value_range: tuple[float, float] = (0.0, 1.0), seed: int | None = 0,
-                 batch_size: int = 256, target: str = "log_prob", reduce: str = "abs_max"):
+    def __init__(
+        self,
+        inner: SaliencyMethod | None = None,
+        kernel: str = "gaussian",
+        n_samples: int = 50,
+        aggregate: str = "mean",
+        noise_level: float | None = None,
+        stdev: float | None = None,
+        include_clean: bool = False,
+        confidence: float = 0.95,
+        sigma_floor: float | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
+        seed: int | None = 0,
+        batch_size: int = 256,
+        target: str = "log_prob",
+        reduce: str = "abs_max",
+    ):
         super().__init__(reduce)
-        if kernel not in KERNELS + ("adaptive",):
-            raise ValueError(f"kernel={kernel!r} is not one of {KERNELS + ('adaptive',)}")
+        if kernel not in (*KERNELS, "adaptive"):
+            raise ValueError(f"kernel={kernel!r} is not one of {(*KERNELS, 'adaptive')}")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate={aggregate!r} is not one of {AGGREGATES}")
         if n_samples < 1 or batch_size < 1:
             raise ValueError(f"n_samples and batch_size must be >= 1, got {n_samples}, {batch_size}")
-        if stdev is not None and stdev < 0 or noise_level is not None and noise_level < 0:
+        if (stdev is not None and stdev < 0) or (noise_level is not None and noise_level < 0):
             raise ValueError(f"noise must be >= 0, got stdev={stdev}, noise_level={noise_level}")
         if kernel == "adaptive":
             adaptive_sigma(th.zeros(1), confidence, value_range, sigma_floor)  # validates
@@ -175,16 +206,42 @@ class Smoothed(SaliencyMethod):
             sl = slice(i, i + frames)
             x = image[sl]
             k = len(x)
-            sigma = adaptive_sigma(x, self.confidence, self.value_range, self.sigma_floor)[:, None] if self.kernel == "adaptive" else self.sigma
-            noise = sample_kernel("gaussian" if self.kernel == "adaptive" else self.kernel, (k, n, c, h, w), sigma, gen, image.dtype, image.device)
+            sigma = (
+                adaptive_sigma(x, self.confidence, self.value_range, self.sigma_floor)[:, None]
+                if self.kernel == "adaptive"
+                else self.sigma
+            )
+            noise = sample_kernel(
+                "gaussian" if self.kernel == "adaptive" else self.kernel,
+                (k, n, c, h, w),
+                sigma,
+                gen,
+                image.dtype,
+                image.device,
+            )
             noisy = (x[:, None] + noise).reshape(k * n, c, h, w)
             act = None if action is None else action[sl].repeat_interleave(n)
             sd = None if side is None else side[sl].repeat_interleave(n, dim=0)
-            outs = [self.inner.attribute(policy, noisy[j : j + self.batch_size], None if act is None else act[j : j + self.batch_size],
-                                         None if sd is None else sd[j : j + self.batch_size]) for j in range(0, k * n, self.batch_size)]
+            outs = [
+                self.inner.attribute(
+                    policy,
+                    noisy[j : j + self.batch_size],
+                    None if act is None else act[j : j + self.batch_size],
+                    None if sd is None else sd[j : j + self.batch_size],
+                )
+                for j in range(0, k * n, self.batch_size)
+            ]
             a = th.cat(outs).view(k, n, *outs[0].shape[1:])
             if self.include_clean:
-                a = th.cat([self.inner.attribute(policy, x, None if action is None else action[sl], None if side is None else side[sl])[:, None], a], 1)
+                a = th.cat(
+                    [
+                        self.inner.attribute(
+                            policy, x, None if action is None else action[sl], None if side is None else side[sl]
+                        )[:, None],
+                        a,
+                    ],
+                    1,
+                )
             if s1.shape[1:] != a.shape[2:]:
                 s1 = image.new_zeros((b, *a.shape[2:]))
                 s2 = None if s2 is None else image.new_zeros((b, *a.shape[2:]))
@@ -218,11 +275,14 @@ class SmoothGradSq(Smoothed):
     name = "smoothgrad_sq"
 
     def __init__(self, n_samples: int = 50, noise_level: float | None = None, stdev: float | None = None, **kw):
-        super().__init__(kernel="gaussian", n_samples=n_samples, aggregate="mean_sq", noise_level=noise_level, stdev=stdev, **kw)
+        super().__init__(
+            kernel="gaussian", n_samples=n_samples, aggregate="mean_sq", noise_level=noise_level, stdev=stdev, **kw
+        )
 
 
 class VarGrad(Smoothed):
-    """VarGrad (Adebayo et al. 2018, arXiv 1810.03307): variance of the gradient over N noised copies. See :class:`Smoothed`."""
+    """VarGrad (Adebayo et al. 2018, arXiv 1810.03307): variance of the gradient over N noised copies.
+    See :class:`Smoothed`."""
 
     name = "vargrad"
 
@@ -231,7 +291,8 @@ class VarGrad(Smoothed):
 
 
 class AdaptGrad(Smoothed):
-    """AdaptGrad (Zhou et al. 2025, arXiv 2410.07711): mean gradient over the clean input and N samples with σ_i = d_i/(√2·erfinv(c)).
+    """AdaptGrad (Zhou et al. 2025, arXiv 2410.07711): mean gradient over the clean input and N samples with
+    σ_i = d_i/(√2·erfinv(c)).
 
     See :class:`Smoothed` and :func:`adaptive_sigma`; c = ``confidence`` (default 0.95, the paper's default).
     """
@@ -239,8 +300,15 @@ class AdaptGrad(Smoothed):
     name = "adaptgrad"
 
     def __init__(self, n_samples: int = 50, confidence: float = 0.95, sigma_floor: float | None = None, **kw):
-        super().__init__(kernel="adaptive", n_samples=n_samples, aggregate="mean", include_clean=True, confidence=confidence,
-                         sigma_floor=sigma_floor, **kw)
+        super().__init__(
+            kernel="adaptive",
+            n_samples=n_samples,
+            aggregate="mean",
+            include_clean=True,
+            confidence=confidence,
+            sigma_floor=sigma_floor,
+            **kw,
+        )
 
 
 class Mollified(Smoothed):
@@ -249,6 +317,8 @@ class Mollified(Smoothed):
 
     name = "mollified"
 
-    def __init__(self, kernel: str = "bump", n_samples: int = 50, noise_level: float | None = None, stdev: float | None = None, **kw):
+    def __init__(
+        self, kernel: str = "bump", n_samples: int = 50, noise_level: float | None = None, stdev: float | None = None, **kw
+    ):
         super().__init__(kernel=kernel, n_samples=n_samples, aggregate="mean", noise_level=noise_level, stdev=stdev, **kw)
         self.name = f"mollify_{kernel}"
