@@ -76,11 +76,24 @@ def test_log_prob_gradient_of_linear_policy():
     assert th.allclose(g, expected, atol=1e-5)
 
 
-def test_side_input_passes_through_gradient():
-    pol = LinearPolicy(side_dim=2)
-    x, s = th.rand(2, 3, 8, 8), th.rand(2, 2)
-    g = input_gradient(pol, x, th.tensor([0, 1]), s, target="logit")
-    assert g.shape == x.shape
+def test_side_input_reaches_the_policy_and_is_left_untouched():
+    """log π(a|x, s) of a linear policy with a side input: ∂/∂x = w_a − Σ_k p_k w_k with p = softmax(W·x + V·s), so
+    the image gradient depends on s; a method that dropped the side input would get p, and the gradient, wrong."""
+    th.manual_seed(0)
+    pol = LinearPolicy(a=3, side_dim=2)
+    with th.no_grad():
+        pol.side.weight.mul_(20.0)  # a side input that moves the probabilities a lot
+    x, s, a = th.rand(2, 3, 8, 8), th.rand(2, 2), th.tensor([2, 0])
+    s_before = s.clone()
+    g = input_gradient(pol, x, a, s, target="log_prob")
+    w = pol.lin.weight.detach()
+    p = th.softmax(pol(x, s), 1).detach()
+    assert th.allclose(g, (w[a] - p @ w).view(2, 3, 8, 8), atol=1e-5)
+    without_side = (w[a] - th.softmax(pol.lin(x.flatten(1)), 1).detach() @ w).view(2, 3, 8, 8)
+    assert not th.allclose(g, without_side, atol=1e-3)  # the side input changed the answer
+    assert th.equal(s, s_before) and not s.requires_grad
+    sal = gradient_saliency(pol, x, a, s)
+    assert th.allclose(sal, g.abs().amax(1))
 
 
 class PlantedPixelPolicy(nn.Module):

@@ -26,7 +26,11 @@ from digr.saliency import (
 )
 from digr.saliency.integrated_gradients import quadrature
 
-captum_attr = pytest.importorskip("captum.attr")
+
+@pytest.fixture
+def captum_attr():
+    """Captum's attribution methods, the oracle of the tests that take this fixture (skipped without Captum)."""
+    return pytest.importorskip("captum.attr")
 
 
 class LinearPolicy(nn.Module):
@@ -56,7 +60,7 @@ def _f(policy):
     return lambda x: policy(x, None)
 
 
-def test_vanilla_and_grad_x_input_match_captum(conv_policy, frames):
+def test_vanilla_and_grad_x_input_match_captum(captum_attr, conv_policy, frames):
     x, a = frames
     ours = VanillaGradient(target="logit").attribute(conv_policy, x, a)
     theirs = captum_attr.Saliency(_f(conv_policy)).attribute(x, target=a, abs=False)
@@ -67,7 +71,7 @@ def test_vanilla_and_grad_x_input_match_captum(conv_policy, frames):
 
 
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_middle", "riemann_left", "riemann_right"])
-def test_integrated_gradients_matches_captum(conv_policy, frames, method):
+def test_integrated_gradients_matches_captum(captum_attr, conv_policy, frames, method):
     x, a = frames
     ours = IntegratedGradients(n_steps=12, method=method, target="logit", batch_size=7).attribute(conv_policy, x, a)
     theirs = captum_attr.IntegratedGradients(_f(conv_policy)).attribute(
@@ -94,7 +98,7 @@ def test_integrated_gradients_linear_and_completeness(conv_policy, frames):
 
 
 @pytest.mark.parametrize("cls,nt_type", [(SmoothGrad, "smoothgrad"), (SmoothGradSq, "smoothgrad_sq"), (VarGrad, "vargrad")])
-def test_noise_tunnel_family_matches_captum(conv_policy, frames, cls, nt_type):
+def test_noise_tunnel_family_matches_captum(captum_attr, conv_policy, frames, cls, nt_type):
     x, a = frames
     th.manual_seed(123)
     theirs = captum_attr.NoiseTunnel(captum_attr.Saliency(_f(conv_policy))).attribute(
@@ -105,7 +109,7 @@ def test_noise_tunnel_family_matches_captum(conv_policy, frames, cls, nt_type):
     assert th.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
 
 
-def test_occlusion_matches_captum(conv_policy, frames):
+def test_occlusion_matches_captum(captum_attr, conv_policy, frames):
     x, a = frames
     ours = Occlusion(window=4, stride=2, fill=0.0, target="logit", batch_size=50).attribute(conv_policy, x, a)
     theirs = captum_attr.Occlusion(_f(conv_policy)).attribute(

@@ -1,0 +1,147 @@
+"""The typed config (pydantic): field help, `digr config`, errors that name the field; and the contracts module: the env
+contract checked once, one greedy action, one categorical KL."""
+
+import math
+
+import numpy as np
+import pytest
+import torch as th
+import yaml
+from gymnasium import spaces
+
+from digr.cli import main
+from digr.contracts import Policy, categorical_kl, check_contract, check_info, greedy_action, make_env
+from digr.errors import ConfigError, DigrError, EnvContractError
+from digr.running.config import ExperimentConfig, config_from_dict, config_to_dict, load_config
+from digr.saliency import METHODS
+
+
+def test_digr_config_prints_every_field_with_help_unit_and_default_as_loadable_yaml(capsys):
+    assert main(["config", "experiments/minigrid_fetch.yaml", "-o", "mask.kappa=0.2"]) == 0
+    text = capsys.readouterr().out
+    assert "total_timesteps: 512000  # PPO training length; unit: env steps; default: 204800" in text
+    assert "kappa: 0.2  # threshold on the per-frame max-normalised teacher map" in text and "default: 0.1" in text
+    assert config_from_dict(yaml.safe_load(text)) == load_config("experiments/minigrid_fetch.yaml", ["mask.kappa=0.2"])
+    lines = text.splitlines()
+    for section, model in ExperimentConfig.model_fields.items():
+        sub = getattr(model.annotation, "model_fields", {})
+        for name, f in sub.items():  # each field of each section: its value line carries its help text
+            if name != "students":
+                assert any(line.startswith(f"  {name}: ") and f"# {f.description}" in line for line in lines), (section, name)
+
+
+def test_every_field_has_help_text():
+    def walk(model):
+        for name, f in model.model_fields.items():
+            assert f.description, f"{model.__name__}.{name} has no help text"
+            sub = getattr(f.annotation, "model_fields", None)
+            if sub:
+                walk(f.annotation)
+
+    walk(ExperimentConfig)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"teacher": {"n_envs": True}}, r"teacher\.n_envs: true/false is not a number"),
+        ({"teacher": {"learning_rate": math.inf}}, r"teacher\.learning_rate: Input should be a finite number"),
+        ({"distill": {"learning_rate": math.nan}}, r"distill\.learning_rate: Input should be a finite number"),
+        (
+            {"saliency_bench": {"methods": ["gradent"]}},
+            r"saliency_bench\.methods\[0\]: unknown method 'gradent' \(did you mean 'gradient'",
+        ),
+        ({"attack": {"eps": ["1/255", "4"]}}, r"attack\.eps\[1\]: eps=4 is larger than 1.*'4/255'"),
+        ({"attack": {"attacks": ["pgf"]}}, r"attack\.attacks\[0\]: unknown attack 'pgf'"),
+        ({"distill": {"students": [{"name": "a b"}]}}, r"distill\.students\[0\]\.name: .*pattern"),
+        ({"distill": {"students": [{"name": "a"}, {"name": "a"}]}}, r"distill\.students: names must be unique"),
+        ({"device": "tpu"}, r"device: .*cpu or cuda"),
+        ({"evaluate": {"deterministic": 1}}, r"evaluate\.deterministic: Input should be a valid boolean"),
+        ({"env": {"kwargs": [1]}}, r"env\.kwargs: Input should be a valid dictionary"),
+    ],
+)
+def test_bad_fields_name_the_field_and_the_fix(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_overrides_that_are_not_yaml_say_how_to_quote_them(tmp_path):
+    with pytest.raises(ConfigError, match=r"teacher\.channels=.*not valid YAML.*quote it"):
+        load_config("experiments/minigrid_fetch.yaml", ["teacher.channels=[32,"])
+    assert issubclass(ConfigError, DigrError) and issubclass(ConfigError, ValueError)
+
+
+def test_the_bench_method_list_is_the_saliency_registry():
+    assert ExperimentConfig().saliency_bench.methods == list(METHODS)
+    assert config_to_dict(ExperimentConfig())["saliency_bench"]["methods"] == list(METHODS)
+
+
+class _Env:
+    def __init__(self, obs, act):
+        self.observation_space, self.action_space = obs, act
+
+
+IMAGE = spaces.Box(0, 255, (3, 8, 8), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("obs", "act", "message"),
+    [
+        (IMAGE, spaces.Discrete(4), "must be a Dict with an 'image' key"),
+        (spaces.Dict({"image": spaces.Box(0, 1, (3, 8, 8), np.float32)}), spaces.Discrete(4), "uint8 Box"),
+        (spaces.Dict({"image": IMAGE, "mission": spaces.Discrete(2)}), spaces.Discrete(4), "unexpected observation keys"),
+        (
+            spaces.Dict({"image": IMAGE, "side": spaces.Box(0, 1, (2,), np.float64)}),
+            spaces.Discrete(4),
+            "'side' must be a float32",
+        ),
+        (spaces.Dict({"image": IMAGE, "side": spaces.Box(0, 1, (2, 2), np.float32)}), spaces.Discrete(4), "shape \\(K,\\)"),
+        (spaces.Dict({"image": IMAGE}), spaces.MultiDiscrete([2, 2]), "action space must be Discrete or a 1-D float Box"),
+        (spaces.Dict({"image": IMAGE}), spaces.Box(0, 1, (2,), np.int64), "action space"),
+    ],
+)
+def test_check_contract_names_the_broken_part(obs, act, message):
+    with pytest.raises(EnvContractError, match=message):
+        check_contract(_Env(obs, act))
+
+
+def test_contract_accepts_side_inputs_box_actions_and_checks_info_keys():
+    check_contract(_Env(spaces.Dict({"image": IMAGE, "side": spaces.Box(0, 1, (2,), np.float32)}), spaces.Box(-1, 1, (3,))))
+    check_info({"target_mask": np.zeros((8, 8), bool), "is_success": True, "game_score": {"r": 3.0, "l": 10}, "x": 1}, (8, 8))
+    with pytest.raises(EnvContractError, match="target_mask"):
+        check_info({"target_mask": np.zeros((4, 4), bool)}, (8, 8))
+    with pytest.raises(EnvContractError, match="is_success"):
+        check_info({"is_success": "yes"}, (8, 8))
+    with pytest.raises(EnvContractError, match="game_score"):
+        check_info({"game_score": 3.0}, (8, 8))
+    env = make_env("envs.minigrid:DIGR/FetchColorGreen-8x8-v0")
+    _, info = env.reset(seed=0)
+    check_contract(env, info)
+    _, _, _, _, info = env.step(0)
+    check_info(info, (64, 64))
+
+
+def test_one_greedy_action_for_categorical_and_gaussian_policies():
+    logits = th.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    categorical = lambda image, side=None: logits
+    assert isinstance(categorical, Policy)
+    assert greedy_action(categorical, th.zeros(2, 1, 2, 2)).tolist() == [1, 0]
+
+    class Gaussian(th.nn.Module):
+        action_distribution = "gaussian"
+        log_std = th.zeros(2)
+
+        def forward(self, image, side=None):
+            return image.flatten(1)[:, :2] * 2
+
+    mu = greedy_action(Gaussian(), th.ones(2, 1, 2, 2))
+    assert th.equal(mu, th.full((2, 2), 2.0))
+
+
+def test_categorical_kl_known_answers():
+    p = th.log(th.tensor([[0.5, 0.5], [0.9, 0.1]]))
+    q = th.log(th.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    kl = categorical_kl(p, q)
+    assert th.allclose(kl, th.tensor([0.0, 0.9 * math.log(1.8) + 0.1 * math.log(0.2)]), atol=1e-6)
+    assert th.allclose(categorical_kl(p + 7.0, q - 3.0), kl, atol=1e-6)  # logits: shifts do not matter
+    assert (categorical_kl(th.randn(5, 4), th.randn(5, 4)) >= 0).all()
