@@ -1,11 +1,13 @@
 """The ``digr`` command line. Subcommands mirror the pipeline stages:
 
-    digr run CONFIG.yaml              all stages (teacher, dataset, saliency, distill, evaluate + report); skips finished ones
+    digr run CONFIG.yaml              all stages (teacher, dataset, saliency, distill, evaluate + report, saliency bench
+                                      unless saliency_bench.in_run: false); skips finished ones
     digr teacher CONFIG.yaml          train or resume the PPO teacher
     digr distill CONFIG.yaml          dataset + teacher perturbation maps + students (needs the teacher)
     digr evaluate CONFIG.yaml         returns, saliency agreement, latency, figures and report.md (needs the students)
     digr saliency-bench CONFIG.yaml   every saliency method on teacher and students: quality vs cost table + plot
     digr attack CONFIG.yaml [--attacks random,fgsm,pgd10,pgd50,mad] [--eps 1/255,3/255,5/255] [--episodes N]
+                            [--agents teacher,digr]
                                       returns and action flips under observation attacks: table + plots
     digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
     digr config CONFIG.yaml           the resolved config, every field with its help, unit and default
@@ -134,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(pipe.folder.bench.table)
             elif args.command == "bench":
                 from digr.report.bench import latency_table
-                from digr.running.outputs import bench_latency
+                from digr.running.bench import bench_saliency_latency
 
                 threads = _ints(args.threads, "--threads") if args.threads else None
-                rows, source = bench_latency(
+                rows, source = bench_saliency_latency(
                     pipe.folder, cfg, pipe.env_fn, _ints(args.batch, "--batch"), args.repeats, threads
                 )
                 print(latency_table(rows, source), end="")

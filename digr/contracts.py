@@ -54,6 +54,7 @@ __all__ = [
     "is_gaussian",
     "make_env",
     "obs_to_tensors",
+    "policy_device",
     "policy_std",
     "stack_obs",
 ]
@@ -103,6 +104,14 @@ def policy_std(policy: Policy) -> th.Tensor:
             "with the log standard deviation of its actions"
         )
     return th.as_tensor(log_std).detach().exp().reshape(-1)
+
+
+def policy_device(policy: Policy) -> th.device:
+    """The device of a policy's parameters (CPU for a policy without parameters, e.g. a plain function)."""
+    try:
+        return next(policy.parameters()).device
+    except (StopIteration, AttributeError):
+        return th.device("cpu")
 
 
 def greedy_action(policy: Policy, image: th.Tensor, side: th.Tensor | None = None) -> th.Tensor:

@@ -37,8 +37,8 @@ class StageConfigMismatch(StageError):
 
 
 class CheckpointError(DigrError, RuntimeError):
-    """A checkpoint or weights file is missing, corrupt or does not fit the model; the message names the file and what
-    to do."""
+    """A saved artefact (checkpoint, weights, dataset) is missing, corrupt or does not fit the model; the message names
+    the file and what to do."""
 
 
 class UnknownEnvError(DigrError, ValueError):

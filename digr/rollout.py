@@ -1,4 +1,5 @@
-"""The one rollout engine: every environment step DIGR takes goes through :func:`run_episodes`.
+"""The one rollout engine: every environment step DIGR takes goes through :func:`run_episodes` (except inside PPO
+teacher training, where Stable-Baselines3 steps its own vectorised envs).
 
 Evaluation (clean returns), attacked rollouts, state collection for distillation, DAgger and the latency bench's
 frames are all :func:`run_episodes` with different hooks:
@@ -130,7 +131,8 @@ class Step:
     :ivar obs: each row's clean observation as the env gave it (numpy). :ivar infos: the ``info`` that came with it
         (from the reset or the previous step). :ivar image: clean images, float ``[n,C,H,W]`` in [0, 1].
     :ivar side: float ``[n,K]`` or None. :ivar seen: the images the actor saw (``image`` unless a transform is set).
-    :ivar act: the actor's :class:`Act`. :ivar rewards, terminated, truncated, next_infos: what ``env.step`` returned.
+    :ivar act: the actor's :class:`Act`. :ivar rewards, terminated, truncated, next_infos: what ``env.step`` returned,
+        per row.
     """
 
     episodes: list[int]
@@ -141,10 +143,10 @@ class Step:
     side: th.Tensor | None
     seen: th.Tensor
     act: Act
-    rewards: list[float]
-    terminated: list[bool]
-    truncated: list[bool]
-    next_infos: list[dict]
+    rewards: list[float] = field(default_factory=list)
+    terminated: list[bool] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    next_infos: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -244,73 +246,72 @@ def run_episodes(
     :param progress: called with the number of finished episodes. :param device: where observations go.
     :returns: the finished episodes, sorted by index.
     :raises ValueError: ``episodes`` < 1 or ``n_envs`` < 1.
+
+    Example — ten greedy episodes, fingerprinted, with a per-frame callback (a live viewer would draw here)::
+
+        fp = Fingerprints()
+        done = run_episodes(env_fn, GreedyActor(policy), episodes=10, seed=100, hooks=[fp],
+                            on_frame=lambda step: print(step.episodes, step.act.actions))
+        returns = [e.ret for e in done]; distinct_games = len(set(fp.ids.values()))
     """
     if (episodes is not None and episodes < 1) or n_envs < 1:
         raise ValueError(f"episodes={episodes} and n_envs={n_envs} must be ≥ 1 (episodes may be None with a stop condition)")
     envs = [env_fn() for _ in range(n_envs if episodes is None else min(episodes, n_envs))]
-    results: list[Episode] = []
     total = math.inf if episodes is None else episodes
+    results: list[Episode] = []
     try:
         first = 0
         while first < total:
             wave = list(range(first, int(min(total, first + len(envs)))))
             generator = th.Generator().manual_seed(seed + first) if transform is not None else None
-            env_of = {i: envs[k] for k, i in enumerate(wave)}
-            obs, info = {}, {}
-            for i in wave:
-                obs[i], info[i] = env_of[i].reset(seed=seed + i)
-            ret, length = dict.fromkeys(wave, 0.0), dict.fromkeys(wave, 0)
-            running = list(wave)
-            while running:
-                image, side = obs_to_tensors(stack_obs([obs[i] for i in running]), device)
-                seen = image if transform is None else transform(image, side, generator)
-                act = actor(seen, side)
-                step = Step(
-                    running,
-                    [length[i] for i in running],
-                    [obs[i] for i in running],
-                    [info[i] for i in running],
-                    image,
-                    side,
-                    seen,
-                    act,
-                    [],
-                    [],
-                    [],
-                    [],
-                )
-                ended = []
-                for row, i in enumerate(running):
-                    o, reward, terminated, truncated, inf = env_of[i].step(
-                        _env_action(act.actions[row], env_of[i].action_space)
-                    )
-                    for part, value in zip(
-                        (step.rewards, step.terminated, step.truncated, step.next_infos),
-                        (float(reward), terminated, truncated, inf),
-                    ):
-                        part.append(value)
-                    ret[i] += float(reward)
-                    length[i] += 1
-                    obs[i], info[i] = o, inf
-                    if terminated or truncated:
-                        success = float(inf["is_success"]) if "is_success" in inf else float("nan")
-                        ended.append(Episode(i, seed + i, ret[i], length[i], success, inf))
-                for hook in hooks:
-                    hook.on_step(step)
-                if on_frame is not None:
-                    on_frame(step)
-                for episode in ended:
-                    results.append(episode)
-                    for hook in hooks:
-                        hook.on_episode_end(episode)
-                    if progress is not None:
-                        progress(len(results))
-                if stop is not None and stop():
-                    return sorted(results, key=lambda e: e.index)
-                done = {e.index for e in ended}
-                running = [i for i in running if i not in done]
+            if _run_wave(
+                dict(zip(wave, envs)), seed, actor, transform, generator, hooks, on_frame, stop, progress, device, results
+            ):
+                break
             first += len(wave)
     finally:
         for env in envs:
             env.close()
     return sorted(results, key=lambda e: e.index)
+
+
+def _run_wave(env_of: dict, seed, actor, transform, generator, hooks, on_frame, stop, progress, device, results) -> bool:
+    """Run the episodes ``env_of`` maps to their envs until all end (appending to ``results``); True if ``stop`` fired."""
+    obs, info = {}, {}
+    for i, env in env_of.items():
+        obs[i], info[i] = env.reset(seed=seed + i)
+    ret, length = dict.fromkeys(env_of, 0.0), dict.fromkeys(env_of, 0)
+    running = list(env_of)
+    while running:
+        image, side = obs_to_tensors(stack_obs([obs[i] for i in running]), device)
+        seen = image if transform is None else transform(image, side, generator)
+        act = actor(seen, side)
+        step = Step(running, [length[i] for i in running], [obs[i] for i in running], [info[i] for i in running], image, side,
+                    seen, act)  # fmt: skip
+        ended = []
+        for row, i in enumerate(running):
+            env = env_of[i]
+            obs[i], reward, terminated, truncated, info[i] = env.step(_env_action(act.actions[row], env.action_space))
+            step.rewards.append(float(reward))
+            step.terminated.append(terminated)
+            step.truncated.append(truncated)
+            step.next_infos.append(info[i])
+            ret[i] += float(reward)
+            length[i] += 1
+            if terminated or truncated:
+                success = float(info[i]["is_success"]) if "is_success" in info[i] else float("nan")
+                ended.append(Episode(i, seed + i, ret[i], length[i], success, info[i]))
+        for hook in hooks:
+            hook.on_step(step)
+        if on_frame is not None:
+            on_frame(step)
+        for episode in ended:
+            results.append(episode)
+            for hook in hooks:
+                hook.on_episode_end(episode)
+            if progress is not None:
+                progress(len(results))
+        if stop is not None and stop():
+            return True
+        running = [i for i in running if i not in {e.index for e in ended}]
+    return False

@@ -1,4 +1,4 @@
-"""Properties of the ℓ∞ observation attacks (digr.attacks) and the robustness evaluation (digr.robustness)."""
+"""Properties of the ℓ∞ observation attacks (digr.attacks) and the robustness evaluation (digr.evaluation.robustness)."""
 
 import json
 

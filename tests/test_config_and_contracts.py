@@ -65,6 +65,15 @@ def test_bad_fields_name_the_field_and_the_fix(data, message):
         config_from_dict(data)
 
 
+def test_bad_command_line_numbers_are_refused_before_any_work(tmp_path, capsys):
+    base = ["experiments/minigrid_fetch.yaml", "-o", f"run_dir={tmp_path}"]
+    assert main(["attack", *base, "--episodes", "-3"]) == 2
+    assert "--episodes must be a positive number" in capsys.readouterr().err
+    assert main(["bench", "saliency", *base, "--batch", "1,x"]) == 2
+    assert "--batch must be comma-separated positive integers" in capsys.readouterr().err
+    assert not (tmp_path / "minigrid_fetch" / "attack").exists()
+
+
 def test_overrides_that_are_not_yaml_say_how_to_quote_them(tmp_path):
     with pytest.raises(ConfigError, match=r"teacher\.channels=.*not valid YAML.*quote it"):
         load_config("experiments/minigrid_fetch.yaml", ["teacher.channels=[32,"])

@@ -1,4 +1,5 @@
-"""Known answers for the saliency-quality metrics (digr.metrics) and the policy-based ones (digr.faithfulness)."""
+"""Known answers for the saliency-quality metrics (digr.evaluation.metrics) and the policy-based ones
+(digr.evaluation.faithfulness)."""
 
 import numpy as np
 import pytest

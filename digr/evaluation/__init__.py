@@ -2,6 +2,7 @@
 :mod:`.faithfulness`), the metrics of a run (:mod:`.run_metrics`), robustness under attack (:mod:`.robustness`,
 :mod:`.attack_cells`), and benchmarks (:mod:`.latency`, :mod:`.saliency_bench`).
 
-Every function here computes and returns plain, JSON-safe rows; :mod:`digr.report` renders them. Every environment
-step goes through the rollout engine (:mod:`digr.rollout`).
+The functions here compute; they return numbers, arrays and JSON-safe dicts (run metrics, attack rows, bench results),
+never markdown or figures: :mod:`digr.report` renders those. Every environment step goes through the rollout engine
+(:mod:`digr.rollout`).
 """

@@ -62,7 +62,8 @@ def latency_rows(
     perturbation row also gives the achieved forward passes per second and, for comparison, that of a plain batched
     forward pass of the same teacher network on as many images (the rate the convolutions allow).
 
-    :param image: float ``[N, C, H, W]`` in [0, 1] with N ≥ max(batches). :param side: ``[N, K]`` or None.
+    :param image: float ``[N, C, H, W]`` in [0, 1]; batch sizes above N are timed at N (and labelled so).
+    :param side: ``[N, K]`` or None.
     :param p: the perturbation config section (``sigma_mask``, ``sigma_blur``, ``stride`` in pixels,
         ``internal_batch_size``).
     :returns: rows ``{"map", "batch", "ms_per_frame", "passes", ...}``, two per batch size (student first).
@@ -70,7 +71,7 @@ def latency_rows(
     h, w = image.shape[2:]
     passes = -(-h // p.stride) * -(-w // p.stride) + 1
     rows = []
-    for b in batches:
+    for b in dict.fromkeys(min(b, len(image)) for b in batches):  # a batch can hold at most the frames there are
         g = time_per_map(lambda x, s: act_and_explain(student, x, s), image, side, b, repeats)
         q = time_per_map(
             lambda x, s: perturbation_saliency(

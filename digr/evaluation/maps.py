@@ -35,7 +35,7 @@ def gradient_maps(policy: Policy, image: th.Tensor, side: th.Tensor | None, batc
     :param image: float ``[N, C, H, W]`` in [0, 1]. :param side: float ``[N, K]`` or None.
     """
     action = greedy_action(policy, image, side)
-    return batched(lambda x, s, a: gradient_saliency(policy, x, a, s), image, side, batch, action).numpy()
+    return batched(lambda x, s, a: gradient_saliency(policy, x, a, s), image, side, batch, action).cpu().numpy()
 
 
 def map_quality(

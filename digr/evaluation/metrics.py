@@ -12,7 +12,7 @@ All functions return float64 numpy arrays ``[B]``; frames whose result is undefi
 and are skipped by :func:`nanmean_ci`.
 
 Metrics that need the policy (deletion/insertion curves, the model-parameter randomisation sanity check) live in
-:mod:`digr.faithfulness`.
+:mod:`digr.evaluation.faithfulness`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 
-from digr.contracts import Policy
+from digr.contracts import Policy, policy_device
 from digr.evaluation.metrics import nanmean_ci
 from digr.rollout import Episode, Fingerprints, GreedyActor, SampleActor, run_episodes
 
@@ -38,7 +38,8 @@ def rollout_returns(
     """
     actor = GreedyActor(policy) if deterministic else SampleActor(policy, 1.0, th.Generator().manual_seed(seed))
     fingerprints = Fingerprints()
-    done = run_episodes(env_fn, actor, episodes=episodes, seed=seed, n_envs=n_envs, hooks=[fingerprints], progress=progress)
+    done = run_episodes(env_fn, actor, episodes=episodes, seed=seed, n_envs=n_envs, hooks=[fingerprints], progress=progress,
+                        device=policy_device(policy))  # fmt: skip
     return summarize(done, fingerprints)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch as th
 
 from digr.attacks import Attack, action_divergence, eps_to_255, format_eps, make_attack, parse_eps
-from digr.contracts import Policy, is_gaussian
+from digr.contracts import Policy, is_gaussian, policy_device
 from digr.evaluation.metrics import nanmean_ci
 from digr.evaluation.returns import summarize
 from digr.rollout import Episode, Fingerprints, GreedyActor, Hook, Step, run_episodes
@@ -46,13 +46,6 @@ def _f(x) -> float | None:
 def _ci(values) -> tuple[float | None, float | None]:
     mean, hw, _ = nanmean_ci(values)
     return _f(mean), _f(hw)
-
-
-def _device(policy: Policy) -> th.device:
-    try:
-        return next(policy.parameters()).device
-    except (StopIteration, AttributeError):
-        return th.device("cpu")
 
 
 class ActionFlips(Hook):
@@ -126,7 +119,7 @@ def attacked_rollout_returns(
         transform=transform,
         hooks=[fingerprints, flips] if active else [fingerprints],
         progress=progress,
-        device=_device(policy),
+        device=policy_device(policy),
     )
     out = summarize(done, fingerprints)
     for key in ("return_ci95", "success_rate", "success_ci95"):  # JSON-safe: NaN → None
@@ -165,7 +158,7 @@ def open_loop_attack(
         raise ValueError("open_loop_attack got no states; pass image [N, C, H, W] with N ≥ 1")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be ≥ 1")
-    device = _device(policy)
+    device = policy_device(policy)
     gaussian = is_gaussian(policy)
     gen = th.Generator().manual_seed(seed)
     flips, kls, shifts, linf = [], [], [], 0.0

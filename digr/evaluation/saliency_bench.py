@@ -9,7 +9,7 @@ held-out frames (the agent explains its own greedy action), it measures
   Pearson correlation, IoU of the top-k % pixels, ROC AUC of predicting the reference's top-k % pixels;
 * localisation on the ground-truth target cells (where the environment gives them): mass inside, pointing game;
 * faithfulness: area under the deletion and insertion curves of the agent's action probability (Petsiuk et al. 2018;
-  :mod:`digr.faithfulness`), replacement = blurred frame;
+  :mod:`digr.evaluation.faithfulness`), replacement = blurred frame;
 * the sanity check (Adebayo et al. 2018): Spearman correlation with the same method on a weight-randomised copy;
 * complexity: Gini index of the map.
 

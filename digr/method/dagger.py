@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from digr.checkpoint import save_npy_atomic
-from digr.method.dataset import StateDataset, load_dataset, save_dataset
+from digr.method.dataset import StateDataset, load_dataset, load_maps, save_dataset
 from digr.method.distill import DistillData
 
 __all__ = ["dagger_seed", "labelled_round", "run_dagger"]
@@ -45,7 +45,7 @@ def labelled_round(
     :returns: ``(states, maps or None)``.
     """
     if states_path.is_file():
-        return load_dataset(states_path), (np.load(maps_path) if teacher_maps is not None else None)
+        return load_dataset(states_path), (load_maps(maps_path) if teacher_maps is not None else None)
     ds = collect()
     maps = None
     if teacher_maps is not None:

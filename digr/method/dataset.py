@@ -17,7 +17,8 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 
-from digr.contracts import Policy
+from digr.contracts import Policy, policy_device
+from digr.errors import CheckpointError
 from digr.rollout import Episode, GreedyActor, Hook, SampleActor, Step, run_episodes
 from digr.saliency import perturbation_saliency
 
@@ -27,6 +28,7 @@ __all__ = [
     "StateRecorder",
     "collect_states",
     "load_dataset",
+    "load_maps",
     "perturbation_maps",
     "save_dataset",
     "split_seed",
@@ -144,7 +146,7 @@ class StateRecorder(Hook):
                 labels = self.teacher(step.image, step.side)
         for row, (i, obs, info) in enumerate(zip(step.episodes, step.obs, step.infos)):
             mask = info.get("target_mask", np.zeros(obs["image"].shape[1:], bool))
-            self._episode.setdefault(i, []).append((obs["image"], obs.get("side"), labels[row].numpy(), mask))
+            self._episode.setdefault(i, []).append((obs["image"], obs.get("side"), labels[row].cpu().numpy(), mask))
 
     def on_episode_end(self, episode: Episode) -> None:
         rec = self._episode.pop(episode.index)
@@ -206,6 +208,7 @@ def collect_states(
         hooks=[recorder],
         stop=lambda: recorder.full,
         progress=None if progress is None else lambda _: progress(len(recorder.images)),
+        device=policy_device(teacher),
     )
     return recorder.dataset()
 
@@ -225,7 +228,8 @@ def save_dataset(ds: StateDataset, path: str | Path) -> None:
 def load_dataset(path: str | Path) -> StateDataset:
     """Read a dataset written by :func:`save_dataset` (no pickle).
 
-    :raises FileNotFoundError: missing file. :raises ValueError: corrupt or incomplete file.
+    :raises FileNotFoundError: missing file (run the stage that writes it).
+    :raises CheckpointError: a corrupt or incomplete file (delete it and rerun that stage).
     """
     path = Path(path)
     if not path.is_file():
@@ -234,4 +238,21 @@ def load_dataset(path: str | Path) -> StateDataset:
         with np.load(path, allow_pickle=False) as z:
             return StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z.get("side", None))
     except (KeyError, ValueError, OSError) as e:
-        raise ValueError(f"dataset {path} is corrupt or incomplete ({e}); delete it to recollect") from e
+        raise CheckpointError(
+            f"dataset {path} is corrupt or incomplete ({e}); delete it and rerun its stage to recollect"
+        ) from e
+
+
+def load_maps(path: str | Path) -> np.ndarray:
+    """Read saliency maps saved with ``numpy.save`` (float32 ``[N, H, W]``), without pickle.
+
+    :raises FileNotFoundError: missing file (run the stage that computes the teacher's maps, ``saliency``).
+    :raises CheckpointError: a corrupt file (delete it and rerun that stage).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"saliency maps {path} not found; run `digr distill` or `digr run` (stage 'saliency') first")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CheckpointError(f"saliency maps {path} are corrupt ({e}); delete them and rerun their stage") from e

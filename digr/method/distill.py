@@ -74,12 +74,18 @@ def train_student(
 ) -> list[dict]:
     """Train ``student`` on ``data`` with Adam for ``steps`` minibatch steps; resumes from ``checkpoint_path``.
 
-    ``penalty_batch_size`` (< ``batch_size``) estimates the penalty on that many rows of each minibatch, drawn
-    uniformly by the seeded sampler (see :func:`digr_loss`); the KL term always uses the whole minibatch.
-
+    The loss is :func:`digr.method.loss.digr_loss`. ``penalty_batch_size`` (< ``batch_size``) estimates the penalty on
+    that many rows of each minibatch, drawn uniformly by the seeded sampler; the KL term always uses the whole minibatch.
     Minibatches are drawn by a seeded permutation per epoch; the checkpoint stores model, optimizer, step, the
     sampler's RNG state and the loss history, so an interrupted run continues bit-for-bit where it stopped.
 
+    :param student: an ``nn.Module`` policy (:class:`digr.contracts.Policy`); trained in place, left in eval mode.
+    :param data: images uint8 ``[N, C, H, W]``, teacher logits, side inputs and penalty masks (:class:`DistillData`).
+    :param lam: λ ≥ 0, weight of the penalty (units: (score per [0, 1] pixel)⁻²). :param steps: total minibatch steps
+        (a resumed call continues up to this count). :param batch_size: states per minibatch. :param lr: Adam's
+        learning rate. :param tau: teacher temperature τ > 0. :param target: the penalised score g
+        (:data:`digr.saliency.TARGETS`). :param seed: seeds the sampler. :param checkpoint_every: steps between
+        checkpoints. :param log: called with each history row (every 50 steps). :param progress: called with the step.
     :returns: the loss history, one dict per logged step ``{"step", "loss", "kl", "penalty", "sec"}``.
     :raises CheckpointError: a corrupt checkpoint (delete it to restart).
     """

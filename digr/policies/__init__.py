@@ -1,7 +1,8 @@
 """Policies: the networks, students, teachers (SB3 adapter, PPO training, import of a user's SB3 zip).
 
 Every policy here follows the contract of :class:`digr.contracts.Policy`:
-``policy(image [B,C,H,W] float in [0,1], side [B,K] | None) -> logits [B,A]``.
+``policy(image [B,C,H,W] float in [0,1], side [B,K] | None) -> logits [B,A]`` (an SB3 teacher returns normalised
+log-probabilities, the same distribution).
 """
 
 from digr.policies.nets import ARCHS, DEFAULT_GRID_CHANNELS, GridCNN, NatureCNN, PolicyNet

@@ -19,7 +19,6 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
@@ -29,10 +28,8 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from digr.checkpoint import load_module, load_training_state, save_module, save_training_state, write_text_atomic
 from digr.policies.nets import DEFAULT_GRID_CHANNELS
-from digr.policies.teacher import TeacherFolder, sb3_policy_kwargs, teacher_spaces
-
-if TYPE_CHECKING:
-    from digr.running.config import TeacherConfig
+from digr.policies.teacher import sb3_policy_kwargs, teacher_spaces
+from digr.policies.teacher_folder import TeacherFolder
 
 __all__ = ["train_teacher"]
 
@@ -106,7 +103,7 @@ class _CurveCallback(BaseCallback):
 
 def train_teacher(
     env_fn: Callable[[], gym.Env],
-    cfg: TeacherConfig,
+    cfg,
     out: TeacherFolder,
     seed: int = 0,
     device: str = "cpu",
@@ -115,8 +112,10 @@ def train_teacher(
 ) -> Path | None:
     """Train (or resume training) a PPO teacher until ``cfg.total_timesteps`` environment steps.
 
-    :param env_fn: makes one contract env (called ``cfg.n_envs`` times; each is wrapped in SB3's ``Monitor``).
-    :param cfg: the teacher config section (PPO hyperparameters, architecture, ``checkpoint_every`` in env steps).
+    :param env_fn: makes one contract env (called ``cfg.n_envs`` times for training, each wrapped in SB3's ``Monitor``,
+        and once more to read the spaces for ``teacher.json``).
+    :param cfg: the teacher config section (:class:`digr.running.config.TeacherConfig`: PPO hyperparameters,
+        architecture, ``checkpoint_every`` in env steps).
     :param out: the teacher folder to write (weights, spec, SB3 zip, curve, checkpoint).
     :param report: called with each learning-curve row (progress display).
     :param max_minutes: wall-clock budget of this call; when it runs out, training checkpoints and returns None

@@ -25,11 +25,14 @@ import re
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
 
 from digr.checkpoint import save_module, sha256_file, write_text_atomic
 from digr.errors import CheckpointError
-from digr.policies.teacher import TeacherFolder, build_cnn_policy
+from digr.policies.teacher_folder import TeacherFolder
 
 __all__ = ["import_sb3_zip", "read_sb3_zip"]
 
@@ -235,3 +238,23 @@ def import_sb3_zip(
     save_module(policy, out.weights)
     write_text_atomic(out.spec, json.dumps(spec, indent=2))
     return out.weights
+
+
+def build_cnn_policy(spec: dict) -> ActorCriticCnnPolicy:
+    """SB3 ``ActorCriticCnnPolicy`` (NatureCNN + heads) on a Box uint8 image, from a ``teacher.json`` spec of
+    :func:`digr.policies.sb3_zip.read_sb3_zip` (untrained weights; load them with :func:`digr.checkpoint.load_module`).
+
+    :raises KeyError, TypeError: a spec without the fields ``read_sb3_zip`` writes.
+    """
+    kw = spec["policy_kwargs"]
+    obs_space = spaces.Box(0, 255, tuple(spec["spaces"]["observation"]["image"]), np.uint8)
+    return ActorCriticCnnPolicy(
+        obs_space,
+        spaces.Discrete(spec["spaces"]["n_actions"]),
+        lr_schedule=lambda _: 0.0,
+        net_arch=dict(kw["net_arch"]),
+        features_extractor_kwargs={"features_dim": kw["features_dim"]},
+        share_features_extractor=kw["share_features_extractor"],
+        normalize_images=kw["normalize_images"],
+        activation_fn=getattr(th.nn, kw.get("activation_fn", "Tanh")),
+    )

@@ -1,7 +1,7 @@
 """Teachers: an SB3 actor-critic policy behind the DIGR policy contract, and the files a teacher folder holds.
 
-A teacher folder (:class:`TeacherFolder`, the ``teacher/`` folder of a run or a committed teacher under
-``experiments/teachers/``) holds
+A teacher folder (:class:`digr.policies.teacher_folder.TeacherFolder`, the ``teacher/`` folder of a run or a
+committed teacher under ``experiments/teachers/``) holds
 
 * ``teacher.safetensors`` + ``teacher.json`` — weights and the architecture/observation spec (with ``num_timesteps``
   and ``train_wall_s``); DIGR reloads the teacher from these (:func:`load_teacher`, no unpickling);
@@ -20,20 +20,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 from torch import nn
 
 from digr.checkpoint import load_module
 from digr.errors import CheckpointError, ConfigError
 from digr.policies.nets import DEFAULT_GRID_CHANNELS, GridCNN
+from digr.policies.sb3_zip import build_cnn_policy, import_sb3_zip
+from digr.policies.teacher_folder import TeacherFolder
 
 __all__ = [
     "ARCH_DEFAULTS",
@@ -50,55 +51,6 @@ __all__ = [
 
 #: Architecture fields of a teacher spec (``teacher.json`` ``policy_kwargs``) and their values where a spec omits them.
 ARCH_DEFAULTS = {"arch": "grid", "cell": 8, "features_dim": 256, "channels": list(DEFAULT_GRID_CHANNELS)}
-
-
-@dataclass(frozen=True)
-class TeacherFolder:
-    """The files of a teacher folder (module docstring). Knows paths only; creates nothing.
-
-    :param root: the folder, e.g. ``runs/<name>/teacher`` or ``experiments/teachers/breakout``.
-    """
-
-    root: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def weights(self) -> Path:
-        return self.root / "teacher.safetensors"
-
-    @property
-    def spec(self) -> Path:
-        return self.root / "teacher.json"
-
-    @property
-    def sb3_zip(self) -> Path:
-        return self.root / "teacher.zip"
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / "provenance.json"
-
-    @property
-    def curve(self) -> Path:
-        return self.root / "curve.csv"
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "evaluation.json"
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.root / "checkpoint"
-
-    @property
-    def checkpoint_policy(self) -> Path:
-        return self.checkpoint_dir / "policy.safetensors"
-
-    @property
-    def checkpoint_state(self) -> Path:
-        return self.checkpoint_dir / "state.pt"
 
 
 class SB3Teacher(nn.Module):
@@ -190,26 +142,6 @@ def _spaces_from(spec: dict) -> tuple[spaces.Dict, spaces.Discrete]:
     return spaces.Dict(obs), spaces.Discrete(spec["n_actions"])
 
 
-def build_cnn_policy(spec: dict) -> ActorCriticCnnPolicy:
-    """SB3 ``ActorCriticCnnPolicy`` (NatureCNN + heads) on a Box uint8 image, from a ``teacher.json`` spec of
-    :func:`digr.policies.sb3_zip.read_sb3_zip` (untrained weights; load them with :func:`digr.checkpoint.load_module`).
-
-    :raises KeyError, TypeError: a spec without the fields ``read_sb3_zip`` writes.
-    """
-    kw = spec["policy_kwargs"]
-    obs_space = spaces.Box(0, 255, tuple(spec["spaces"]["observation"]["image"]), np.uint8)
-    return ActorCriticCnnPolicy(
-        obs_space,
-        spaces.Discrete(spec["spaces"]["n_actions"]),
-        lr_schedule=lambda _: 0.0,
-        net_arch=dict(kw["net_arch"]),
-        features_extractor_kwargs={"features_dim": kw["features_dim"]},
-        share_features_extractor=kw["share_features_extractor"],
-        normalize_images=kw["normalize_images"],
-        activation_fn=getattr(th.nn, kw.get("activation_fn", "Tanh")),
-    )
-
-
 def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
     """Rebuild a teacher from ``teacher.safetensors`` + ``teacher.json`` (written by :func:`digr.policies.ppo.train_teacher`
     or :func:`digr.policies.sb3_zip.import_sb3_zip`), no unpickling; eval mode.
@@ -243,7 +175,7 @@ def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
 
 def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces: dict, arch) -> Path:
     """Copy a saved DIGR teacher (``teacher.safetensors`` + ``teacher.json`` [+ ``curve.csv``, ``provenance.json``,
-    ``teacher.zip``]) into a run's teacher folder.
+    ``evaluation.json``, ``teacher.zip``]) into a run's teacher folder.
 
     The teacher is loaded once (:func:`load_teacher`) to check that it is intact, fits the env and has the architecture
     the config describes (students are built from it) before anything is copied. Files are copied atomically, one by
@@ -282,7 +214,7 @@ def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces:
             + ", ".join(f"{k}: {v[1]} (config has {v[0]})" for k, v in diff.items())
         )
     out.root.mkdir(parents=True, exist_ok=True)
-    for name in ("curve", "provenance", "sb3_zip", "spec", "weights"):
+    for name in ("curve", "provenance", "evaluation", "sb3_zip", "spec", "weights"):
         source, target = getattr(src, name), getattr(out, name)
         if source.is_file():
             tmp = target.with_name(target.name + ".tmp")
@@ -303,8 +235,6 @@ def install_teacher(cfg, out: TeacherFolder, env: gym.Env) -> str:
     :raises CheckpointError: unreadable files or a teacher made for other observations or action counts.
     :raises ConfigError: an architecture that differs from the config's, or neither source given.
     """
-    from digr.policies.sb3_zip import import_sb3_zip  # sb3_zip imports this module
-
     spaces = teacher_spaces(env)
     if cfg.sb3_zip:
         obs = spaces["observation"]

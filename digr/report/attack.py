@@ -52,9 +52,9 @@ def robustness_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def attack_section(results: dict, figure_link: str) -> str:
+def attack_section(results: dict, figure_link: str | None) -> str:
     """The run report's section on robustness, from ``attack/results.json`` content (``rows``, ``episodes``, ``seed``,
-    ``open_loop_frames``) and the link of the return-vs-ε figure."""
+    ``open_loop_frames``) and the link of the return-vs-ε figure (None: no figure)."""
     return "\n".join(
         [
             "## Robustness to observation attacks (`digr attack`)",
@@ -66,9 +66,10 @@ def attack_section(results: dict, figure_link: str) -> str:
             "",
             robustness_table(results["rows"]),
             "",
-            f"![Return vs ε]({figure_link})",
-            "",
-            "*Return under attack against the budget ε.*",
-            "",
+            *(
+                [f"![Return vs ε]({figure_link})", "", "*Return under attack against the budget ε.*", ""]
+                if figure_link
+                else []
+            ),
         ]
     )

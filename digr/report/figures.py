@@ -93,9 +93,7 @@ def plot_saliency_grid(
             frame = frame[..., 0] if frame.shape[2] == 1 else frame[..., :3]
             for j, name in enumerate(cols):
                 ax = axes[i, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.grid(False)
+                ax.set_axis_off()
                 ax.imshow(frame, cmap="gray" if frame.ndim == 2 else None)
                 if name == "frame":
                     if target_mask is not None and target_mask[i].any():

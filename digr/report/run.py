@@ -35,6 +35,7 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
         :mod:`digr.report.attack`).
     """
     t = metrics["teacher"]
+    actions = "greedy actions" if cfg_dict["evaluate"].get("deterministic", True) else "actions sampled from each policy"
     lines = [
         f"# DIGR run `{cfg_dict['name']}`",
         "",
@@ -45,7 +46,7 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
     lines += [
         "## Returns",
         "",
-        f"{metrics['eval_episodes']} episodes per agent, seeds {metrics['eval_seed']}…, greedy actions. "
+        f"{metrics['eval_episodes']} episodes per agent, seeds {metrics['eval_seed']}…, {actions}. "
         "± = 95 % confidence half-width, treating episodes as independent. *Distinct* counts episodes that showed the agent "
         "different observation sequences: a greedy agent in a deterministic env replays the same game from equivalent "
         "starts (Atari no-op starts), and where distinct ≪ episodes the ± is optimistic.",

@@ -2,5 +2,5 @@
 (:mod:`.stages`), the pipeline (:mod:`.pipeline`), what a run writes besides its artefacts (:mod:`.outputs`),
 progress (:mod:`.console`) and experiment tracking (:mod:`.tracking`).
 
-Nothing is imported here, so ``digr.running.config`` loads without the pipeline's dependencies.
+Nothing is imported here, so ``import digr.running.config`` does not import the pipeline and its dependencies.
 """

@@ -259,7 +259,7 @@ class DistillConfig(Section):
         "(unbiased; k/B of the double-backprop cost); null = all",
         "states",
     )
-    students: list[StudentSpec] = _field(help="the students to distil", factory=_default_students)
+    students: list[StudentSpec] = _field(help="the students to distil (at least one)", factory=_default_students, min_length=1)
 
 
 class EvalConfig(Section):
@@ -534,7 +534,8 @@ def _yaml_value(value: Any) -> str:
 
 
 def describe_config(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML (loadable again), each field followed by a comment with its help, unit and default.
+    """The resolved config as YAML (loadable again), each field followed by a comment with its help and unit, and its
+    default where the value differs from it.
 
     :returns: the text ``digr config CONFIG`` prints.
     """

@@ -4,7 +4,6 @@ module only feeds it the run's rows and writes the results (atomically)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import platform
 import sys
@@ -15,10 +14,7 @@ import torch as th
 import yaml
 
 from digr.checkpoint import save_npy_atomic, write_text_atomic
-from digr.evaluation.latency import bench_latency as _bench_latency
-from digr.evaluation.latency import random_frames
 from digr.method.dataset import StateDataset
-from digr.policies import PolicyNet, load_student, load_teacher
 from digr.policies.teacher import TeacherFolder
 from digr.report.attack import attack_section, robustness_table
 from digr.report.bench import bench_section, bench_table
@@ -31,8 +27,8 @@ from digr.running.stages import Stages
 from digr.running.tracking import Tracker
 
 __all__ = [
-    "bench_latency",
     "distill_progress",
+    "refresh_report",
     "save_maps",
     "teacher_progress",
     "tracked_metrics",
@@ -129,9 +125,11 @@ def write_bench(folder: RunFolder, results: dict) -> None:
 
 
 def write_attack(folder: RunFolder, rows: list[dict]) -> None:
-    """``attack/table.md`` and the return-vs-ε figure, from the merged rows."""
+    """``attack/table.md`` and the return-vs-ε figure, from the merged rows (no figure when no row has closed-loop
+    results, e.g. only skipped cells)."""
     write_text_atomic(folder.attack.table, robustness_table(rows) + "\n")
-    plot_return_vs_eps(rows, folder.attack.figure)
+    if any(r.get("closed_loop") and not r.get("skipped") for r in rows):
+        plot_return_vs_eps(rows, folder.attack.figure)
 
 
 def write_report(folder: RunFolder, stages: Stages):
@@ -146,35 +144,13 @@ def write_report(folder: RunFolder, stages: Stages):
     if folder.bench.results.is_file():
         sections.append(bench_section(json.loads(folder.bench.results.read_text()), folder.link(folder.bench.figure)))
     if folder.attack.results.is_file():
-        sections.append(attack_section(json.loads(folder.attack.results.read_text()), folder.link(folder.attack.figure)))
+        link = folder.link(folder.attack.figure) if folder.attack.figure.is_file() else None
+        sections.append(attack_section(json.loads(folder.attack.results.read_text()), link))
     write_text_atomic(folder.report, run_report(json.loads(folder.metrics.read_text()), cfg, figures, sections))
     return folder.report
 
 
-def bench_latency(folder: RunFolder, cfg: ExperimentConfig, env_fn, batches, repeats: int, threads) -> tuple[list[dict], str]:
-    """``digr bench saliency``: latency rows at each thread count, with the run's trained teacher and last student when
-    the run folder has them, else untrained networks of the configured architecture, on frames of the run's env.
-
-    :returns: ``(rows, source)``; ``source`` says which networks were timed.
-    """
-    image, side = random_frames(env_fn, max(batches), cfg.seed)
-    env = env_fn()
-    n_actions = env.action_space.n
-    env.close()
-    t = cfg.teacher
-    untrained = functools.partial(
-        PolicyNet,
-        tuple(image.shape[1:]),
-        n_actions,
-        0 if side is None else side.shape[1],
-        t.cell,
-        t.features_dim,
-        arch=t.arch,
-        channels=t.channels,
-    )
-    trained = folder.teacher.weights.is_file()
-    teacher = load_teacher(folder.teacher.weights) if trained else untrained().eval()
-    last = folder.student(cfg.distill.students[-1].name).weights if cfg.distill.students else None
-    student = load_student(last) if last is not None and last.is_file() else untrained().eval()
-    source = f"trained teacher/student from {folder.root}" if trained else "untrained networks of the configured architecture"
-    return _bench_latency(teacher, student, image, side, cfg.perturbation, batches, repeats, threads), source
+def refresh_report(folder: RunFolder, stages: Stages) -> str:
+    """:func:`write_report`, and a line saying where the report is (or that ``digr evaluate`` will write it)."""
+    path = write_report(folder, stages)
+    return f"report {path}" if path else "the report joins these results when `digr evaluate` writes it"

@@ -22,7 +22,7 @@ from digr.evaluation.robustness import robustness_sweep
 from digr.evaluation.run_metrics import evaluate_agents
 from digr.evaluation.saliency_bench import bench_heldout
 from digr.method import dagger
-from digr.method.dataset import SPLITS, collect_states, load_dataset, perturbation_maps, save_dataset, split_seed
+from digr.method.dataset import SPLITS, collect_states, load_dataset, load_maps, perturbation_maps, save_dataset, split_seed
 from digr.method.distill import DistillData, train_student
 from digr.method.masks import penalty_mask
 from digr.policies import install_teacher, load_student, load_teacher, new_student, save_student
@@ -124,7 +124,7 @@ class Pipeline:
         specs = [s for s in d.students if only in (None, s.name)]
         if not specs:
             raise ConfigError(f"--student {only!r}: no such student; configured students: {[s.name for s in d.students]}")
-        ds, sal = load_dataset(self.folder.dataset("train")), np.load(self.folder.teacher_maps("train"))
+        ds, sal = load_dataset(self.folder.dataset("train")), load_maps(self.folder.teacher_maps("train"))
         for spec in specs:
             if self.stages.is_done("distill", spec.name):
                 log(f"distill: student {spec.name!r} done, skipping")
@@ -167,14 +167,14 @@ class Pipeline:
         """Returns, map quality, latency, figures and the report; returns the report's path."""
         t0, cfg, f = time.perf_counter(), self.cfg, self.folder
         agents = self._agents()
-        held, ref = load_dataset(f.dataset("heldout")), np.load(f.teacher_maps("heldout"))
+        held, ref = load_dataset(f.dataset("heldout")), load_maps(f.teacher_maps("heldout"))
         info = {"teacher": {"num_timesteps": json.loads(f.teacher.spec.read_text()).get("num_timesteps")}}
         info |= {s.name: {"lam": s.lam, "mask": s.mask} for s in cfg.distill.students}
         with progress("evaluate", cfg.evaluate.episodes) as update:
             tick = lambda name, k, n: update(k, n, f"evaluate: {name} returns")
             metrics, maps = evaluate_agents(agents, held, ref, cfg.evaluate, env_fn=self.eval_env_fn, device=self.device,
                                             perturbation=cfg.perturbation, info=info, progress=tick, log=log)  # fmt: skip
-        train_maps = np.load(f.teacher_maps("train"))[:512]
+        train_maps = load_maps(f.teacher_maps("train"))[:512]
         metrics["mask_fraction"] = float(self._mask("selective", train_maps.shape, train_maps).mean())
         outputs.write_evaluation(f, cfg, metrics, held, maps)
         self.stages.mark_done("evaluate", started=t0)
@@ -189,14 +189,14 @@ class Pipeline:
             return log("saliency-bench: done, skipping")
         t0, cfg, f = time.perf_counter(), self.cfg, self.folder
         agents = self._agents()
-        held, ref = load_dataset(f.dataset("heldout")), np.load(f.teacher_maps("heldout"))
+        held, ref = load_dataset(f.dataset("heldout")), load_maps(f.teacher_maps("heldout"))
         with progress("saliency-bench") as update:
             tick = lambda what, k, n: update(k, n, f"saliency-bench: {what}")
             results = bench_heldout(agents, held, ref, cfg.saliency_bench, cfg.perturbation, top=cfg.evaluate.top_percent,
                                     seed=cfg.seed, device=self.device, log=log, progress=tick)  # fmt: skip
         outputs.write_bench(f, results)
         self.stages.mark_done("saliency_bench", started=t0)
-        log(f"saliency-bench: table in {f.bench.table}; report {outputs.write_report(f, self.stages)}")
+        log(f"saliency-bench: table in {f.bench.table}; {outputs.refresh_report(f, self.stages)}")
         return results
 
     def attack(self, attacks: list | None = None, eps: list | None = None, episodes: int | None = None, agents=None):
@@ -232,7 +232,7 @@ class Pipeline:
         if aside := files.finish(plan, result, stamp):  # cells of other weights/protocols leave the table, not the disk
             log(f"attack: earlier cells made with other weights or another protocol were set aside in {aside}")
         outputs.write_attack(f, rows)
-        log(f"attack: table in {files.table}; report {outputs.write_report(f, self.stages)}")
+        log(f"attack: table in {files.table}; {outputs.refresh_report(f, self.stages)}")
         return files.table
 
     def run(self):

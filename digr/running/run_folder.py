@@ -151,7 +151,9 @@ class AttackFiles:
 
 
 class RunFolder:
-    """Paths of one run's artefacts (module docstring). Knows paths only; the writers create folders as they need them.
+    """Paths of one run's artefacts (module docstring); the writers create folders as they need them. The attack files
+    (:class:`AttackFiles`) also keep the bookkeeping of attack calls: which earlier cells a call reuses, the interrupted
+    call's cells, stale files set aside.
 
     :param root: ``Path(run_dir) / name``.
     """

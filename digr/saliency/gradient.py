@@ -63,6 +63,7 @@ def input_gradient(
 
     :param image: float ``[B, C, H, W]`` in [0, 1]; not modified.
     :param action: int64 ``[B]``.
+    :raises ValueError: unknown ``target`` (see :data:`TARGETS`).
     """
     x = image.detach().requires_grad_(True)
     with th.enable_grad():

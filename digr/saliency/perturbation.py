@@ -110,6 +110,8 @@ def perturbation_saliency(
         raise ValueError(f"image must be [B, C, H, W], got shape {tuple(image.shape)}")
     if stride < 1:
         raise ValueError(f"stride must be >= 1 pixel, got {stride}")
+    if not sigma_mask > 0:
+        raise ValueError(f"sigma_mask must be > 0 pixels, got {sigma_mask}")
     b, c, h, w = image.shape
     masks = gaussian_masks(h, w, sigma_mask, stride, image.dtype, image.device)  # [M, H, W]
     m = masks.shape[0]
