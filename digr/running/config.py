@@ -534,8 +534,8 @@ def _yaml_value(value: Any) -> str:
 
 
 def describe_config(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML (loadable again), each field followed by a comment with its help and unit, and its
-    default where the value differs from it.
+    """The resolved config as YAML (loadable again), each field followed by a comment with its help, its unit and its
+    default (``(the default)`` where the value is the default).
 
     :returns: the text ``digr config CONFIG`` prints.
     """
@@ -547,8 +547,8 @@ def describe_config(cfg: ExperimentConfig) -> str:
         if unit:
             parts.append(f"unit: {unit}")
         default = f.get_default(call_default_factory=True)
-        if leaf and default != value:
-            parts.append(f"default: {_yaml_value(default)}")
+        if leaf:
+            parts.append("(the default)" if default == value else f"default: {_yaml_value(default)}")
         return "  # " + "; ".join(p for p in parts if p)
 
     def walk(model: BaseModel, indent: str) -> None:
