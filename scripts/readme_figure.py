@@ -19,6 +19,7 @@ from digr.policies import load_student
 from digr.report.figures import plot_saliency_grid
 from digr.running.config import load_config
 from digr.running.run_folder import RunFolder
+from digr.saliency import PerturbationSaliency
 
 
 def main() -> None:
@@ -31,8 +32,7 @@ def main() -> None:
     cfg = load_config(args.config)
     folder = RunFolder(cfg.run_path)
     held = load_dataset(folder.dataset("heldout"))
-    h, w = held.images.shape[2:]
-    passes = -(-h // cfg.perturbation.stride) * -(-w // cfg.perturbation.stride) + 1
+    passes = PerturbationSaliency.from_params(cfg.perturbation).cost(held.images.shape[1:]).forward
     idx = np.linspace(0, len(held) - 1, args.frames).astype(int)
     image, side = held.tensors(idx)
     columns = {f"teacher perturbation\n({passes} forward passes)": np.load(folder.teacher_maps("heldout"))[idx]}

@@ -17,7 +17,7 @@ import torch as th
 
 from digr.contracts import Policy, obs_to_tensors, stack_obs
 from digr.rollout import Hook, RandomActor, Step, run_episodes
-from digr.saliency import act_and_explain, perturbation_saliency
+from digr.saliency import PerturbationSaliency, act_and_explain
 
 __all__ = ["bench_latency", "latency_rows", "latency_summary", "random_frames", "time_per_map"]
 
@@ -68,27 +68,12 @@ def latency_rows(
         ``internal_batch_size``).
     :returns: rows ``{"map", "batch", "ms_per_frame", "passes", ...}``, two per batch size (student first).
     """
-    h, w = image.shape[2:]
-    passes = -(-h // p.stride) * -(-w // p.stride) + 1
+    method = PerturbationSaliency.from_params(p)
+    passes = method.cost(tuple(image.shape[1:])).forward
     rows = []
     for b in dict.fromkeys(min(b, len(image)) for b in batches):  # a batch can hold at most the frames there are
         g = time_per_map(lambda x, s: act_and_explain(student, x, s), image, side, b, repeats)
-        q = time_per_map(
-            lambda x, s: perturbation_saliency(
-                teacher,
-                x,
-                None,
-                s,
-                sigma_mask=p.sigma_mask,
-                sigma_blur=p.sigma_blur,
-                stride=p.stride,
-                internal_batch_size=p.internal_batch_size,
-            ),
-            image,
-            side,
-            b,
-            max(3, repeats // 4),
-        )
+        q = time_per_map(lambda x, s: method(teacher, x, None, s), image, side, b, max(3, repeats // 4))
         n = min(p.internal_batch_size, b * passes)  # one forward pass of the size the perturbation map uses
         xs = image[:b].repeat(passes, 1, 1, 1)[:n].contiguous()
         ss = None if side is None else side[:b].repeat(passes, 1)[:n].contiguous()
@@ -132,7 +117,7 @@ class _Frames(Hook):
         self.obs.extend(step.obs[: self.n - len(self.obs)])
 
 
-def random_frames(env_fn: Callable[[], gym.Env], n: int, seed: int) -> tuple[th.Tensor, th.Tensor | None]:
+def random_frames(env_fn: Callable[[], gym.Env], n: int, seed: int, n_actions: int) -> tuple[th.Tensor, th.Tensor | None]:
     """``n`` observations of the env under uniformly random actions (episodes seeded ``seed + i``), as
     ``(image float [n, C, H, W] in [0, 1], side float [n, K] or None)``.
 
@@ -140,9 +125,6 @@ def random_frames(env_fn: Callable[[], gym.Env], n: int, seed: int) -> tuple[th.
     """
     if n < 1:
         raise ValueError(f"need at least one frame, got n={n}")
-    env = env_fn()
-    n_actions = env.action_space.n
-    env.close()
     frames = _Frames(n)
     run_episodes(
         env_fn, RandomActor(n_actions, seed), episodes=None, seed=seed, hooks=[frames], stop=lambda: len(frames.obs) >= n

@@ -31,7 +31,7 @@ from digr.evaluation.latency import time_per_map
 from digr.evaluation.maps import batched
 from digr.evaluation.metrics import gini, mass_inside, nanmean_ci, pearson, pointing_game, spearman, topk_auc, topk_iou
 from digr.method.dataset import StateDataset
-from digr.saliency import SAMPLING_METHODS, SaliencyMethod, make_method
+from digr.saliency import SAMPLING_METHODS, PerturbationSaliency, SaliencyMethod, make_method
 
 __all__ = ["bench_heldout", "bench_methods", "build_methods"]
 
@@ -62,13 +62,7 @@ def build_methods(sb, p, seed: int = 0) -> dict[str, SaliencyMethod]:
                 name, window=sb.occlusion_window, stride=sb.occlusion_stride
             )
         elif name == "perturbation":
-            out[f"perturbation (stride {p.stride})"] = make_method(
-                name,
-                sigma_mask=p.sigma_mask,
-                sigma_blur=p.sigma_blur,
-                stride=p.stride,
-                internal_batch_size=p.internal_batch_size,
-            )
+            out[f"perturbation (stride {p.stride})"] = PerturbationSaliency.from_params(p)
         else:
             out[name] = make_method(name)
     return out

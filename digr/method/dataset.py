@@ -20,7 +20,7 @@ import torch as th
 from digr.contracts import Policy, policy_device
 from digr.errors import CheckpointError
 from digr.rollout import Episode, GreedyActor, Hook, SampleActor, Step, run_episodes
-from digr.saliency import perturbation_saliency
+from digr.saliency import PerturbationSaliency
 
 __all__ = [
     "SPLITS",
@@ -92,29 +92,17 @@ def perturbation_maps(
     chunk: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """The teacher's perturbation saliency map (Greydanus et al. 2018, :func:`digr.saliency.perturbation_saliency`) of
+    """The teacher's perturbation saliency map (Greydanus et al. 2018, :class:`digr.saliency.PerturbationSaliency`) of
     every state, float32 ``[N, H, W]`` ≥ 0: the reference for agreement metrics and the source of selective masks.
 
     :param p: the perturbation config section (``sigma_mask``, ``sigma_blur``, ``stride`` in pixels,
         ``internal_batch_size``). :param chunk: states per call. :param progress: called with the states done so far.
     """
+    method = PerturbationSaliency.from_params(p)
     maps = np.zeros((len(ds), *ds.images.shape[2:]), np.float32)
     for i in range(0, len(ds), chunk):
         image, side = ds.tensors(slice(i, i + chunk), device)
-        maps[i : i + chunk] = (
-            perturbation_saliency(
-                teacher,
-                image,
-                None,
-                side,
-                sigma_mask=p.sigma_mask,
-                sigma_blur=p.sigma_blur,
-                stride=p.stride,
-                internal_batch_size=p.internal_batch_size,
-            )
-            .cpu()
-            .numpy()
-        )
+        maps[i : i + chunk] = method(teacher, image, None, side).cpu().numpy()
         if progress is not None:
             progress(min(len(ds), i + chunk))
     return maps

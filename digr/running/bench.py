@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 
 from digr.evaluation.latency import bench_latency, random_frames
-from digr.policies import PolicyNet, load_student, load_teacher
+from digr.policies import load_student, load_teacher, new_student
 from digr.running.config import ExperimentConfig
 from digr.running.run_folder import RunFolder
 
@@ -25,24 +25,16 @@ def bench_saliency_latency(
 
     :returns: ``(rows, source)``; ``source`` says which networks were timed.
     """
-    image, side = random_frames(env_fn, max(batches), cfg.seed)
     env = env_fn()
     n_actions = env.action_space.n
     env.close()
-    t = cfg.teacher
+    image, side = random_frames(env_fn, max(batches), cfg.seed, n_actions)
     untrained = functools.partial(
-        PolicyNet,
-        tuple(image.shape[1:]),
-        n_actions,
-        0 if side is None else side.shape[1],
-        t.cell,
-        t.features_dim,
-        arch=t.arch,
-        channels=t.channels,
+        new_student, tuple(image.shape[1:]), n_actions, 0 if side is None else side.shape[1], cfg.teacher
     )
     trained = folder.teacher.weights.is_file()
-    teacher = load_teacher(folder.teacher.weights) if trained else untrained().eval()
-    last = folder.student(cfg.distill.students[-1].name).weights if cfg.distill.students else None
-    student = load_student(last) if last is not None and last.is_file() else untrained().eval()
+    teacher = load_teacher(folder.teacher.weights) if trained else untrained(cfg.seed).eval()
+    last = folder.student(cfg.distill.students[-1].name).weights
+    student = load_student(last) if last.is_file() else untrained(cfg.seed + 1).eval()
     source = f"trained teacher/student from {folder.root}" if trained else "untrained networks of the configured architecture"
     return bench_latency(teacher, student, image, side, cfg.perturbation, batches, repeats, threads), source

@@ -13,7 +13,7 @@ import numpy as np
 import torch as th
 import yaml
 
-from digr.checkpoint import save_npy_atomic, write_text_atomic
+from digr.checkpoint import write_text_atomic
 from digr.method.dataset import StateDataset
 from digr.policies.teacher import TeacherFolder
 from digr.report.attack import attack_section, robustness_table
@@ -29,7 +29,6 @@ from digr.running.tracking import Tracker
 __all__ = [
     "distill_progress",
     "refresh_report",
-    "save_maps",
     "teacher_progress",
     "tracked_metrics",
     "write_attack",
@@ -39,8 +38,6 @@ __all__ = [
     "write_report",
     "write_run_info",
 ]
-
-save_maps = save_npy_atomic
 
 
 def write_run_info(folder: RunFolder, cfg: ExperimentConfig, version: str) -> None:

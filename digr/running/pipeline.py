@@ -15,7 +15,7 @@ import numpy as np
 import torch as th
 
 from digr import __version__
-from digr.checkpoint import sha256_file, write_text_atomic
+from digr.checkpoint import save_npy_atomic, sha256_file, write_text_atomic
 from digr.errors import ConfigError, StageError
 from digr.evaluation.attack_cells import attack_protocol, count_reused, merge_cells
 from digr.evaluation.robustness import robustness_sweep
@@ -105,7 +105,7 @@ class Pipeline:
         t0, teacher = time.perf_counter(), self.load_teacher()
         for split in SPLITS:
             maps = self._teacher_maps(teacher, load_dataset(self.folder.dataset(split)), f"saliency: teacher maps ({split})")
-            outputs.save_maps(maps, self.folder.teacher_maps(split))
+            save_npy_atomic(maps, self.folder.teacher_maps(split))
             log(f"saliency: {split}: {len(maps)} perturbation maps")
         self.stages.mark_done("saliency", started=t0)
 
@@ -115,7 +115,7 @@ class Pipeline:
 
     def _mask(self, kind: str, shape: tuple, maps: np.ndarray | None) -> np.ndarray | None:
         m = self.cfg.mask
-        return penalty_mask(kind, shape, maps if kind == "selective" else None, kappa=m.kappa, top_p=m.top_p, dilate=m.dilate)
+        return penalty_mask(kind, shape, maps, kappa=m.kappa, top_p=m.top_p, dilate=m.dilate)
 
     def distill(self, only: str | None = None) -> None:
         """Train every student of ``distill.students`` (or only ``only``), with DAgger rounds if configured; each resumes

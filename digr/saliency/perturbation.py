@@ -169,6 +169,12 @@ class PerturbationSaliency(SaliencyMethod):
             internal_batch_size,
         )
 
+    @classmethod
+    def from_params(cls, p) -> PerturbationSaliency:
+        """The method with the parameters of ``p``, any object with ``sigma_mask``, ``sigma_blur``, ``stride`` (pixels)
+        and ``internal_batch_size`` (e.g. a run's ``perturbation`` config section)."""
+        return cls(p.sigma_mask, p.sigma_blur, p.stride, p.internal_batch_size)
+
     def attribute(self, policy, image, action=None, side=None):
         check_inputs(image, action, side, need_action=False)
         return perturbation_saliency(
