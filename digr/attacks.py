@@ -135,10 +135,13 @@ def parse_eps(value: str | float | int) -> float:
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps={text} must be a finite number ≥ 0 ([0, 1] pixel units, e.g. '1/255')")
     if eps > 1:
-        raise ValueError(
-            f"eps={text} is larger than 1, but budgets are in [0, 1] pixel units (raw uint8 / 255); "
+        hint = (
             f"for {text} grey levels write '{text}/255'"
+            if "/" not in text and eps <= 255
+            else "no ℓ∞ budget exceeds the whole pixel range: use at most '255/255' (= 1)"
         )
+        value = f"eps={text} = {eps:.4g}" if "/" in text else f"eps={text}"
+        raise ValueError(f"{value} is larger than 1, but budgets are in [0, 1] pixel units (uint8/255); {hint}")
     return eps
 
 

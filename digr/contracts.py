@@ -41,7 +41,7 @@ import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from digr.errors import EnvContractError, UnknownEnvError
+from digr.errors import ConfigError, EnvContractError, UnknownEnvError
 
 __all__ = [
     "INFO_KEYS",
@@ -181,6 +181,7 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
     :returns: an env that satisfies the contract (checked by :func:`check_contract`).
     :raises UnknownEnvError: the module cannot be imported or the id is not registered (with close matches).
     :raises EnvContractError: the env breaks the contract.
+    :raises ConfigError: ``kwargs`` holds a keyword the env's constructor does not take.
     """
     module, _, name = env_id.rpartition(":")
     if module:
@@ -197,7 +198,10 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
             f"env.id {env_id!r}: {name!r} is not a registered gymnasium id.{hint} "
             "Prefix the module that registers it, e.g. 'envs.minigrid:DIGR/FetchColorGreen-8x8-v0'."
         )
-    env = gym.make(name, **kwargs)
+    try:
+        env = gym.make(name, **kwargs)
+    except TypeError as e:  # an env kwarg its constructor does not take
+        raise ConfigError(f"env.kwargs {kwargs} do not fit env {env_id!r}: {e}; fix or remove the key in env.kwargs") from e
     check_contract(env)
     return env
 

@@ -11,7 +11,11 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DigrError",
+    "DiskFullError",
     "EnvContractError",
+    "NonFiniteError",
+    "NotWritableError",
+    "RunLockedError",
     "StageConfigMismatch",
     "StageError",
     "UnknownEnvError",
@@ -47,3 +51,22 @@ class UnknownEnvError(DigrError, ValueError):
 
 class EnvContractError(DigrError, TypeError):
     """An environment breaks the DIGR environment contract (:mod:`digr.contracts`); the message names the part."""
+
+
+class RunLockedError(DigrError, RuntimeError):
+    """Another ``digr`` command is writing to the same run folder; the message names the run and the holding command.
+    Wait for it to finish (or stop it), then rerun."""
+
+
+class DiskFullError(DigrError, OSError):
+    """A write failed because the disk (or the quota) is full; the message names the file. The file's previous
+    version, and every file already saved, is left as it was."""
+
+
+class NotWritableError(DigrError, OSError):
+    """The run folder (or a file in it) cannot be written: read-only file system or missing permission."""
+
+
+class NonFiniteError(DigrError, FloatingPointError):
+    """Training produced a non-finite loss or non-finite weights (NaN or ±inf). Training stops; the last good
+    checkpoint is kept. The message names the stage, the step and the settings to lower."""

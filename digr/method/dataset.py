@@ -9,6 +9,7 @@ seeds (:func:`split_seed`). Saved with ``numpy.savez_compressed``; loaded with `
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 
+from digr.checkpoint import save_npz_atomic
 from digr.contracts import Policy, policy_device
 from digr.errors import CheckpointError
 from digr.rollout import Episode, GreedyActor, Hook, SampleActor, Step, run_episodes
@@ -202,15 +204,13 @@ def collect_states(
 
 
 def save_dataset(ds: StateDataset, path: str | Path) -> None:
-    """Write ``ds`` with ``numpy.savez_compressed`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    """Write ``ds`` with ``numpy.savez_compressed`` atomically (:func:`digr.checkpoint.save_npz_atomic`).
+
+    :raises DiskFullError, NotWritableError: the file could not be written (its previous version is kept)."""
     arrays = {"images": ds.images, "teacher_logits": ds.teacher_logits, "target_mask": ds.target_mask, "episode": ds.episode}
     if ds.side is not None:
         arrays["side"] = ds.side
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    save_npz_atomic(arrays, path)
 
 
 def load_dataset(path: str | Path) -> StateDataset:
@@ -225,9 +225,10 @@ def load_dataset(path: str | Path) -> StateDataset:
     try:
         with np.load(path, allow_pickle=False) as z:
             return StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z.get("side", None))
-    except (KeyError, ValueError, OSError) as e:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(
-            f"dataset {path} is corrupt or incomplete ({e}); delete it and rerun its stage to recollect"
+            f"dataset {path} is corrupt or incomplete ({type(e).__name__}: {e}); delete it and rerun the same command: "
+            "its stage is redone"
         ) from e
 
 
@@ -243,4 +244,7 @@ def load_maps(path: str | Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise CheckpointError(f"saliency maps {path} are corrupt ({e}); delete them and rerun their stage") from e
+        raise CheckpointError(
+            f"saliency maps {path} are corrupt ({type(e).__name__}: {e}); delete it and rerun the same command: its stage "
+            "is redone"
+        ) from e

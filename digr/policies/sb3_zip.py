@@ -106,6 +106,24 @@ def read_sb3_zip(zip_path: str | Path) -> tuple[dict, dict[str, th.Tensor]]:
             f"{zip_path}: 'policy.pth' is corrupt or not a plain state dict ({e}); DIGR never unpickles it"
         ) from e
 
+    if not isinstance(data, dict) or not isinstance(state, dict):
+        raise CheckpointError(
+            f"{zip_path}: SB3 'data' must be a JSON object and 'policy.pth' a state dict (got {type(data).__name__} and "
+            f"{type(state).__name__}); re-export the model with SB3 `model.save`"
+        )
+    try:
+        return _parse(zip_path, data, state, version)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:  # a field of the wrong JSON type
+        raise CheckpointError(
+            f"{zip_path}: SB3 'data' does not have the structure SB3 writes ({type(e).__name__}: {e}); re-export the "
+            "model with SB3 `model.save`"
+        ) from e
+
+
+def _parse(zip_path: Path, data: dict, state: dict, version: str) -> tuple[dict, dict[str, th.Tensor]]:
+    """The teacher spec and float32 state dict of a read zip (:func:`read_sb3_zip`).
+
+    :raises CheckpointError: as :func:`read_sb3_zip`; other errors for fields of the wrong JSON type."""
     policy_init = str(_readable(data.get("policy_class"), "__init__", zip_path))
     m = re.search(r"function (\w+)\.__init__", policy_init)
     policy_class = m.group(1) if m else "?"
@@ -233,7 +251,7 @@ def import_sb3_zip(
         raise CheckpointError(f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy ({e})") from e
     if missing or unexpected:
         raise CheckpointError(
-            f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            f"{zip_path}: weights do not fit SB3's ActorCriticCnnPolicy (missing {missing}, unexpected {unexpected})"
         )
     save_module(policy, out.weights)
     write_text_atomic(out.spec, json.dumps(spec, indent=2))

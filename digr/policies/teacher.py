@@ -30,7 +30,7 @@ from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 from torch import nn
 
-from digr.checkpoint import load_module
+from digr.checkpoint import atomic_path, load_module
 from digr.errors import CheckpointError, ConfigError
 from digr.policies.nets import DEFAULT_GRID_CHANNELS, GridCNN
 from digr.policies.sb3_zip import build_cnn_policy, import_sb3_zip
@@ -217,9 +217,8 @@ def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces:
     for name in ("curve", "provenance", "evaluation", "sb3_zip", "spec", "weights"):
         source, target = getattr(src, name), getattr(out, name)
         if source.is_file():
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.copyfile(source, tmp)
-            tmp.replace(target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
         elif name != "weights":
             target.unlink(missing_ok=True)
     return out.weights

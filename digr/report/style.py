@@ -7,6 +7,7 @@ session as it was. :func:`figure` applies :data:`STYLE` while the figure is buil
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import matplotlib as mpl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from digr.checkpoint import write_bytes_atomic
 
 __all__ = ["AGENT_COLORS", "STYLE", "figure", "saliency_cmap"]
 
@@ -56,4 +59,6 @@ def figure(path: str | Path, width: float, height: float, nrows: int = 1, ncols:
         axes = fig.subplots(nrows, ncols, squeeze=False, **subplots)
         yield fig, axes
         fig.tight_layout()
-        fig.savefig(Path(path))
+        buf = io.BytesIO()
+        fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png")
+        write_bytes_atomic(path, buf.getvalue())
