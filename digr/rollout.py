@@ -47,6 +47,7 @@ __all__ = [
     "SampleActor",
     "Step",
     "TrajectoryHash",
+    "replay_actions",
     "run_episodes",
 ]
 
@@ -315,3 +316,20 @@ def _run_wave(env_of: dict, seed, actor, transform, generator, hooks, on_frame, 
             return True
         running = [i for i in running if i not in {e.index for e in ended}]
     return False
+
+
+def replay_actions(venv, actions: np.ndarray, progress: Callable[[int, int], None] | None = None):
+    """Step a freshly reset vector env (SB3 ``VecEnv``: auto-reset, ``step(actions) -> obs, rewards, dones, infos``)
+    through recorded actions, which brings every env, its wrappers and its RNG back to the state they had (exact for
+    envs that are deterministic given their seed and actions). Used to resume a teacher (:mod:`digr.policies.ppo`).
+
+    :param actions: ``[T, n_envs]`` (Discrete) or ``[T, n_envs, ...]`` (Box), the actions of T vector steps.
+    :param progress: called with ``(steps done, T)`` every 1000 steps and at the end.
+    :returns: ``(obs, dones)`` after the last step (``dones`` bool ``[n_envs]``), or ``(None, None)`` when T = 0.
+    """
+    obs = dones = None
+    for k, row in enumerate(actions):
+        obs, _, dones, _ = venv.step(row)
+        if progress and ((k + 1) % 1000 == 0 or k + 1 == len(actions)):
+            progress(k + 1, len(actions))
+    return obs, dones

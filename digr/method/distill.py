@@ -6,6 +6,7 @@ sampler's RNG state and the loss history, so an interrupted run continues bit-fo
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +17,13 @@ import torch as th
 from torch import nn
 
 from digr.checkpoint import load_training_state, save_training_state
+from digr.errors import CheckpointError, NonFiniteError
 from digr.method.loss import digr_loss
 
-__all__ = ["DistillData", "train_student"]
+__all__ = ["CHECKPOINT_KEYS", "DistillData", "train_student"]
+
+#: What a student checkpoint holds (a file without one of these is refused, not half-used).
+CHECKPOINT_KEYS = ("model", "optim", "step", "history", "pos", "order", "rng", "config")
 
 
 @dataclass
@@ -71,6 +76,7 @@ def train_student(
     progress: Callable[[int], None] | None = None,
     device: str = "cpu",
     penalty_batch_size: int | None = None,
+    config: dict | None = None,
 ) -> list[dict]:
     """Train ``student`` on ``data`` with Adam for ``steps`` minibatch steps; resumes from ``checkpoint_path``.
 
@@ -86,8 +92,11 @@ def train_student(
         learning rate. :param tau: teacher temperature τ > 0. :param target: the penalised score g
         (:data:`digr.saliency.TARGETS`). :param seed: seeds the sampler. :param checkpoint_every: steps between
         checkpoints. :param log: called with each history row (every 50 steps). :param progress: called with the step.
+    :param config: the config the student depends on, stored in every checkpoint (the caller refuses to resume from a
+        checkpoint whose config differs: :func:`digr.checkpoint.checkpoint_config`).
     :returns: the loss history, one dict per logged step ``{"step", "loss", "kl", "penalty", "sec"}``.
-    :raises CheckpointError: a corrupt checkpoint (delete it to restart).
+    :raises CheckpointError: a corrupt checkpoint, or one that does not fit ``student`` (delete it to restart).
+    :raises NonFiniteError: the loss became NaN or infinite; nothing is saved after the last good checkpoint.
     """
     student.to(device).train()
     opt = th.optim.Adam(student.parameters(), lr=lr)
@@ -96,15 +105,23 @@ def train_student(
     step, history, order, pos = 0, [], rng.permutation(len(data)), 0
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt is not None and ckpt.is_file():
-        state = load_training_state(ckpt)
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        step, history, pos = int(state["step"]), list(state["history"]), int(state["pos"])
-        order = state["order"].numpy()
-        rng.bit_generator.state = _rng_state_from(state["rng"])
+        state = load_training_state(ckpt, CHECKPOINT_KEYS)
+        try:
+            student.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            step, history, pos = int(state["step"]), list(state["history"]), int(state["pos"])
+            order = state["order"].numpy()
+            rng.bit_generator.state = _rng_state_from(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"student checkpoint {ckpt} does not fit this student ({e}); delete it and rerun to restart its training"
+            ) from e
     use_mask = lam != 0 and data.masks is not None
 
+    saved = [step if ckpt is not None and ckpt.is_file() else None]  # step of the last good checkpoint
+
     def save():
+        saved[0] = step
         if ckpt is not None:
             save_training_state(
                 {
@@ -115,6 +132,7 @@ def train_student(
                     "pos": pos,
                     "order": th.as_tensor(order),
                     "rng": _rng_state_to(rng.bit_generator.state),
+                    "config": json.dumps(config or {}, sort_keys=True),
                 },
                 ckpt,
             )
@@ -133,6 +151,13 @@ def train_student(
         if use_mask and penalty_batch_size is not None and penalty_batch_size < len(idx):
             rows = th.as_tensor(np.sort(rng.choice(len(idx), penalty_batch_size, replace=False)), device=device)
         loss, kl, pen = digr_loss(student, image, t_logits, mask, lam, side, tau, target, rows)
+        if not th.isfinite(loss.detach()):
+            last = f"{ckpt}, step {saved[0]}" if ckpt is not None and saved[0] is not None else "none"
+            raise NonFiniteError(
+                f"distillation: the loss is {loss.detach().item()} (KL {float(kl)}, penalty {float(pen)}) at step {step + 1}; "
+                f"training stopped, the last good checkpoint is kept ({last}). Lower distill.learning_rate or the "
+                "student's lam and use a new `name:`"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -50,9 +50,6 @@ class TeacherFolder:
         return self.root / "checkpoint"
 
     @property
-    def checkpoint_policy(self) -> Path:
-        return self.checkpoint_dir / "policy.safetensors"
-
-    @property
     def checkpoint_state(self) -> Path:
+        """The resumable checkpoint: one file (policy weights, optimiser, RNG states, env actions, config)."""
         return self.checkpoint_dir / "state.pt"

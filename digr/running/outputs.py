@@ -29,6 +29,7 @@ from digr.running.tracking import Tracker
 __all__ = [
     "distill_progress",
     "refresh_report",
+    "replay_progress",
     "teacher_progress",
     "tracked_metrics",
     "write_attack",
@@ -69,6 +70,12 @@ def write_provenance(teacher: TeacherFolder, cfg: ExperimentConfig, version: str
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_text_atomic(teacher.provenance, json.dumps(provenance, indent=2))
+
+
+def replay_progress(done: int, total: int) -> None:
+    """Log the replay of a teacher checkpoint's env steps (:mod:`digr.policies.ppo`) when a teacher resumes."""
+    if done == total or done % 20_000 == 0:
+        log(f"teacher: resuming: replaying the env's recorded steps {done}/{total} (restores the env state exactly)")
 
 
 def teacher_progress(tracker: Tracker, t, row: dict) -> None:

@@ -45,6 +45,7 @@ class Pipeline:
         self.stages = Stages(self.folder, config_to_dict(cfg), config_to_dict(ExperimentConfig()))
         th.manual_seed(cfg.seed)
         self.env_fn, self.eval_env_fn = cfg.env.make_fn(), cfg.env.make_fn(evaluation=True)
+        self._mask = functools.partial(penalty_mask, kappa=cfg.mask.kappa, top_p=cfg.mask.top_p, dilate=cfg.mask.dilate)
         self.tracker = Tracker(cfg.track, cfg.wandb_project, cfg.name, config_to_dict(cfg), self.folder.root)
 
     def load_teacher(self):
@@ -53,9 +54,8 @@ class Pipeline:
 
     def load_students(self) -> dict:
         """Every configured student by name, in eval mode. :raises StageError: a student is not trained yet."""
-        for s in self.cfg.distill.students:
-            if not self.stages.is_done("distill", s.name):
-                raise StageError(f"student {s.name!r} is not trained in {self.folder.root}; run `digr distill` or `digr run`")
+        if untrained := [s.name for s in self.cfg.distill.students if not self.stages.is_done("distill", s.name)]:
+            raise StageError(f"students {untrained} are not trained in {self.folder.root}; run `digr distill` or `digr run`")
         return {s.name: load_student(self.folder.student(s.name).weights, self.device) for s in self.cfg.distill.students}
 
     def _agents(self) -> dict:
@@ -66,6 +66,7 @@ class Pipeline:
         """Train (or resume) the PPO teacher, or install a ready one (``teacher.sb3_zip``/``pretrained``); True when finished.
         ``max_minutes``: checkpoint, stop after that wall time. :raises CheckpointError, ConfigError: bad ready teacher."""
         cfg, t, out = self.cfg, self.cfg.teacher, self.folder.teacher
+        self.stages.preflight(("teacher",))  # a refused command writes nothing
         outputs.write_run_info(self.folder, cfg, __version__)
         if self.stages.is_done("teacher"):
             log(f"teacher: done ({out.root}), skipping")
@@ -78,7 +79,8 @@ class Pipeline:
         else:
             log(f"teacher: SB3 PPO on {cfg.env.id}, {t.total_timesteps} steps, {t.n_envs} envs")
             report = functools.partial(outputs.teacher_progress, self.tracker, t)
-            if train_teacher(self.env_fn, t, out, cfg.seed, self.device, report, max_minutes) is None:
+            kw = {"config": self.stages.config_for("teacher"), "on_replay": outputs.replay_progress}
+            if train_teacher(self.env_fn, t, out, cfg.seed, self.device, report, max_minutes, **kw) is None:
                 log(f"teacher: stopped at the {max_minutes:g}-minute budget; rerun to resume from {out.checkpoint_dir}")
                 return False
             outputs.write_provenance(out, cfg, __version__)
@@ -113,10 +115,6 @@ class Pipeline:
         with progress(label, len(ds)) as update:
             return perturbation_maps(teacher, ds, self.cfg.perturbation, self.device, progress=update)
 
-    def _mask(self, kind: str, shape: tuple, maps: np.ndarray | None) -> np.ndarray | None:
-        m = self.cfg.mask
-        return penalty_mask(kind, shape, maps, kappa=m.kappa, top_p=m.top_p, dilate=m.dilate)
-
     def distill(self, only: str | None = None) -> None:
         """Train every student of ``distill.students`` (or only ``only``), with DAgger rounds if configured; each resumes
         from its checkpoint. :raises ConfigError: ``only`` names no configured student."""
@@ -124,6 +122,7 @@ class Pipeline:
         specs = [s for s in d.students if only in (None, s.name)]
         if not specs:
             raise ConfigError(f"--student {only!r}: no such student; configured students: {[s.name for s in d.students]}")
+        self.stages.preflight(students=[s.name for s in specs])
         ds, sal = load_dataset(self.folder.dataset("train")), load_maps(self.folder.teacher_maps("train"))
         for spec in specs:
             if self.stages.is_done("distill", spec.name):
@@ -145,6 +144,7 @@ class Pipeline:
         d, files = self.cfg.distill, self.folder.student(spec.name)
         kw = {"batch_size": d.batch_size, "lr": d.learning_rate, "tau": d.tau, "target": d.target, "seed": self.cfg.seed}
         kw |= {"checkpoint_every": d.checkpoint_every, "penalty_batch_size": d.penalty_batch_size, "device": self.device}
+        kw["config"] = self.stages.config_for("distill", spec.name)
         log_row = functools.partial(outputs.distill_progress, self.tracker, spec.name, total)
         with progress(f"distill: {spec.name} (λ={spec.lam:g}, mask={spec.mask})", total) as update:
             kw |= {"checkpoint_path": files.checkpoint, "log": log_row, "progress": update}
@@ -237,6 +237,7 @@ class Pipeline:
 
     def run(self):
         """All stages in order, skipping finished ones; returns the report's path."""
+        self.stages.preflight()
         for stage in (self.teacher, self.dataset, self.saliency, self.distill):
             stage()
         report = self.evaluate()

@@ -42,6 +42,11 @@ class StudentFiles:
         return self.dir / f"{self.name}.safetensors"
 
     @property
+    def spec(self) -> Path:
+        """The student's constructor spec (JSON), written beside its weights."""
+        return self.dir / f"{self.name}.json"
+
+    @property
     def checkpoint(self) -> Path:
         return self.dir / f"{self.name}.ckpt.pt"
 
@@ -207,6 +212,30 @@ class RunFolder:
     def marker(self, stage: str, student: str | None = None) -> Path:
         """Finished-stage marker of ``stage`` (per student for ``distill``)."""
         return self.stages_dir / (f"{stage}-{student}.json" if student else f"{stage}.json")
+
+    def artefacts(self, stage: str, student: str | None = None) -> list[Path]:
+        """The files a finished ``stage`` must have left (a marker without them means the stage is redone)."""
+        if stage == "teacher":
+            return [self.teacher.weights, self.teacher.spec]
+        if stage == "dataset":
+            return [self.dataset(s) for s in ("train", "heldout")]
+        if stage == "saliency":
+            return [self.teacher_maps(s) for s in ("train", "heldout")]
+        if stage == "distill":
+            files = self.student(student)
+            return [files.weights, files.spec, files.history]
+        if stage == "evaluate":
+            return [self.metrics]
+        if stage == "saliency_bench":
+            return [self.bench.results]
+        raise ValueError(f"unknown stage {stage!r}")
+
+    def checkpoint(self, stage: str, student: str | None = None) -> Path | None:
+        """The resumable checkpoint of an unfinished ``stage`` (teacher, or a student for ``distill``), or None for
+        stages that redo their work from the start."""
+        if stage == "teacher":
+            return self.teacher.checkpoint_state
+        return self.student(student).checkpoint if stage == "distill" else None
 
     def figure(self, name: str) -> Path:
         """A report figure by name: ``teacher_curve``, ``saliency_grid`` or ``distill_curves``."""

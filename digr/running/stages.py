@@ -6,25 +6,34 @@ Every stage, when finished, writes ``stages/<stage>[-<student>].json`` holding t
 * the same → the stage is skipped;
 * different, for a stage that made artefacts (teacher, dataset, saliency, distill) → :class:`StageConfigMismatch`
   naming every changed field; nothing is overwritten (use a new ``name:``);
-* different, for a measurement (evaluate, saliency_bench) → redone.
+* different, for a measurement (evaluate, saliency_bench) → redone;
+* the same, but a file the stage writes is missing (deleted because it was corrupt) → redone (for the teacher and
+  the students from their last checkpoint, so the result is the same).
 
-Fields added to DIGR after a stage finished, left at their defaults, do not count as changes (:func:`drop_new_defaults`).
-Dependencies: teacher ← seed, env, teacher; dataset ← + dataset; saliency ← + perturbation; distill (per student)
-← + mask, the distill settings and that student's spec; evaluate and saliency_bench ← the whole config.
+Fields added to DIGR after a stage finished, left at their defaults, do not count as changes (:func:`drop_new_defaults`),
+and neither do fields a stage no longer depends on. Dependencies: teacher ← seed, env, teacher; dataset ← + dataset;
+saliency ← + perturbation; distill (per student) ← + the distill settings, that student's spec and, for a selective
+mask only, the mask settings (``dagger_frames`` only with DAgger rounds); evaluate and saliency_bench ← the whole config.
+
+Checkpoints record the same dependency dict as the marker their stage will write, and :meth:`Stages.check_recorded`
+judges them the same way: resuming under another config is refused with every changed field listed.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
-from digr.checkpoint import write_text_atomic
-from digr.errors import StageConfigMismatch
+from digr.checkpoint import checkpoint_config, write_text_atomic
+from digr.errors import StageConfigMismatch, StageError
 from digr.running.run_folder import RunFolder
 
-__all__ = ["MEASUREMENTS", "STAGES", "Stages", "config_diff", "drop_new_defaults", "stage_config"]
+__all__ = ["BUILD", "MEASUREMENTS", "STAGES", "Stages", "config_diff", "drop_new_defaults", "keep_used", "stage_config"]
 
 STAGES = ("teacher", "dataset", "saliency", "distill", "evaluate", "saliency_bench")
+#: Stages that make the artefacts later stages use (refused, not redone, under another config).
+BUILD = ("teacher", "dataset", "saliency", "distill")
 #: Stages that only measure: redone, not refused, when the config changed.
 MEASUREMENTS = ("evaluate", "saliency_bench")
 
@@ -40,7 +49,10 @@ def stage_config(cfg: dict, stage: str, student: str | None = None) -> dict:
     if stage == "distill":
         spec = next(s for s in cfg["distill"]["students"] if s["name"] == student)
         common = {k: v for k, v in cfg["distill"].items() if k != "students"}
-        return {**deps["saliency"], "mask": cfg["mask"], "distill": common, "student": spec}
+        if not common.get("dagger_rounds"):
+            common.pop("dagger_frames", None)
+        out = {**deps["saliency"], "distill": common, "student": spec}
+        return {**out, "mask": cfg["mask"]} if spec.get("mask") == "selective" else out
     if stage in MEASUREMENTS:
         return cfg
     if stage not in deps:
@@ -56,6 +68,13 @@ def config_diff(old, new, prefix: str = "") -> list[str]:
             out += config_diff(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else k)
         return out
     return [f"{prefix}: {old!r} → {new!r}"] if old != new else []
+
+
+def keep_used(old, new):
+    """``old`` without the keys that ``new`` lacks (fields a stage no longer depends on do not count as changes)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old
+    return {k: keep_used(v, new[k]) for k, v in old.items() if k in new}
 
 
 def drop_new_defaults(old, new, default):
@@ -84,27 +103,92 @@ class Stages:
         self.cfg = json.loads(json.dumps(cfg))  # what a marker holds after a JSON round trip (tuples → lists)
         self.default = json.loads(json.dumps(default))
 
-    def is_done(self, stage: str, student: str | None = None) -> bool:
-        """True if ``stage`` finished with the current config; False if it has not finished (or, for a measurement, if
-        it finished with another config).
+    def recorded_config(self, stage: str, student: str | None = None) -> dict | None:
+        """The config dict stored in the stage's marker, or None if the stage has no marker.
 
-        :raises StageConfigMismatch: it finished with another config (every changed field listed; nothing changed).
+        :raises StageError: the marker cannot be read (the message names it and says to delete it to redo the stage).
         """
         marker = self.folder.marker(stage, student)
         if not marker.is_file():
-            return False
-        old = json.loads(marker.read_text())["config"]
-        new = drop_new_defaults(old, stage_config(self.cfg, stage, student), self.default)
-        if stage in MEASUREMENTS:
-            return old == new
-        if old != new:
-            changes = "; ".join(config_diff(old, new))
+            return None
+        try:
+            cfg = json.loads(marker.read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StageError(
+                f"stage marker {marker} is unreadable ({type(e).__name__}: {e}); delete it and rerun the same command "
+                "to redo that stage (its checkpoints make the redo cheap)"
+            ) from e
+        if not isinstance(cfg, dict):
+            raise StageError(f"stage marker {marker} holds no config; delete it and rerun the same command")
+        return cfg
+
+    def changes(self, recorded: dict, stage: str, student: str | None = None) -> list[str]:
+        """Every field the stage depends on whose value in ``recorded`` (a marker's or a checkpoint's config) differs
+        from the current config, as ``"path: old → new"`` lines; [] when they agree. Fields the stage does not use, and
+        fields added since that are left at their defaults, do not count."""
+        new = stage_config(self.cfg, stage, student)
+        old = keep_used(recorded, new)
+        return config_diff(old, drop_new_defaults(old, new, self.default))
+
+    def check_recorded(self, recorded: dict, stage: str, student: str | None, what: Path) -> None:
+        """Refuse to continue from ``what`` (a checkpoint or marker) made under another config.
+
+        :raises StageConfigMismatch: the changed fields, every one of them, and the files to delete to redo the stage
+            under the new config; nothing is changed.
+        """
+        changes = self.changes(recorded, stage, student)
+        if changes:
+            lines = "\n  ".join(changes)
+            ckpt = self.folder.checkpoint(stage, student)
+            redo = [p for p in (self.folder.marker(stage, student), ckpt) if p is not None and p.exists()]
             raise StageConfigMismatch(
-                f"stage {marker.stem!r} in {self.folder.root} was made with a different config ({changes}). "
-                f"Nothing was changed. Use a new `name:` for this config, or delete {marker} and the artefacts it names "
-                "to redo that stage."
+                f"{what} in {self.folder.root} was made with a different config; {len(changes)} changed "
+                f"field{'s' if len(changes) > 1 else ''}:\n  {lines}\nNothing was changed. Use a new `name:` for this "
+                f"config, or, to redo stage {stage!r}{f' ({student})' if student else ''} under the new config, delete "
+                f"{' and '.join(str(p) for p in redo)} and rerun (later stages made from it are then refused in turn)."
             )
-        return True
+
+    def missing_artefacts(self, stage: str, student: str | None = None) -> list[Path]:
+        """The files a finished ``stage`` wrote that are not there (e.g. deleted because they were corrupt)."""
+        return [p for p in self.folder.artefacts(stage, student) if not p.is_file()]
+
+    def is_done(self, stage: str, student: str | None = None) -> bool:
+        """True if ``stage`` finished with the current config and its files are there; False if it has not finished,
+        if a file it wrote is missing (it is then redone), or, for a measurement, if it finished with another config.
+
+        :raises StageConfigMismatch: it finished with another config (every changed field listed; nothing changed).
+        :raises StageError: its marker is unreadable.
+        """
+        recorded = self.recorded_config(stage, student)
+        if recorded is None:
+            return False
+        marker = self.folder.marker(stage, student)
+        if stage in MEASUREMENTS:
+            return not self.changes(recorded, stage, student) and not self.missing_artefacts(stage, student)
+        self.check_recorded(recorded, stage, student, marker)
+        return not self.missing_artefacts(stage, student)
+
+    def config_for(self, stage: str, student: str | None = None) -> dict:
+        """The part of the current config ``stage`` depends on (what its marker and its checkpoints record)."""
+        return stage_config(self.cfg, stage, student)
+
+    def preflight(self, stages: tuple[str, ...] = BUILD, students: list[str] | None = None) -> None:
+        """Before a command writes anything: every finished stage among ``stages`` (``distill`` for each of
+        ``students``, default: every configured student) and every checkpoint of an unfinished one must agree with the
+        current config.
+
+        :raises StageConfigMismatch: the stage or checkpoint and every changed field. :raises StageError: an
+            unreadable marker. :raises CheckpointError: an unreadable checkpoint.
+        """
+        students = [s["name"] for s in self.cfg["distill"]["students"]] if students is None else students
+        for stage in stages:
+            for student in students if stage == "distill" else [None]:
+                if self.is_done(stage, student):
+                    continue
+                ckpt = self.folder.checkpoint(stage, student)
+                recorded = checkpoint_config(ckpt) if ckpt is not None else None
+                if recorded is not None:
+                    self.check_recorded(recorded, stage, student, ckpt)
 
     def mark_done(self, stage: str, student: str | None = None, started: float | None = None, **extra) -> None:
         """Write the stage's marker atomically; ``started`` (a ``time.perf_counter()`` value) records the wall time of this
@@ -115,6 +199,7 @@ class Stages:
         write_text_atomic(marker, json.dumps({"config": stage_config(self.cfg, stage, student), **extra}, indent=2))
 
     def config_of(self, stage: str) -> dict | None:
-        """The config a finished stage was made with (its marker's ``config``), or None if it has not finished."""
-        marker = self.folder.marker(stage)
-        return json.loads(marker.read_text())["config"] if marker.is_file() else None
+        """The config a finished stage was made with (its marker's ``config``), or None if it has not finished.
+
+        :raises StageError: the marker is unreadable."""
+        return self.recorded_config(stage)
