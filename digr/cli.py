@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from digr.errors import ConfigError, DigrError, StageError
@@ -92,65 +93,115 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
+#: Commands that write to the run folder: each holds its lock (:class:`digr.running.lock.RunLock`) while it runs.
+WRITERS = ("run", "teacher", "distill", "evaluate", "saliency-bench", "attack")
+
+
+def _values_of(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``--eps -1/255`` → ``--eps=-1/255``: argparse would take a value starting with ``-`` for an option and drop it;
+    joined, the value reaches validation and gets its own message."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in flags and i + 1 < len(argv) and argv[i + 1].startswith("-") and len(argv[i + 1]) > 1:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``digr`` console script. Returns the exit code (2 for bad input)."""
+    """Entry point of the ``digr`` console script. Returns the exit code (2 for bad input, 130 when interrupted)."""
+    argv = _values_of(sys.argv[1:] if argv is None else list(argv), ("--eps", "--episodes", "--attacks", "--agents"))
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.override)
         if args.command == "config":
             print(describe_config(cfg), end="")
             return 0
+        from digr.running.lock import RunLock
         from digr.running.pipeline import Pipeline
 
-        pipe = Pipeline(cfg)
-        try:
-            if args.command == "run":
-                print(pipe.run())
-            elif args.command == "teacher":
-                pipe.teacher(max_minutes=args.max_minutes)
-            elif args.command == "distill":
-                if (
-                    cfg.teacher.sb3_zip or cfg.teacher.pretrained
-                ):  # a ready teacher is copied in at once, no need for `digr teacher`
-                    pipe.teacher()
-                if not pipe.stages.is_done("teacher"):
-                    raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
-                pipe.dataset()
-                pipe.saliency()
-                pipe.distill(args.student)
-            elif args.command == "evaluate":
-                print(pipe.evaluate())
-            elif args.command == "attack":
-                attacks = args.attacks.split(",") if args.attacks else None
-                eps = args.eps.split(",") if args.eps else None
-                validate_attack_spec(attacks or [], eps or [], names=("--attacks", "--eps"))
-                if args.episodes is not None and args.episodes < 1:
-                    raise ConfigError(f"--episodes must be a positive number of episodes, got {args.episodes}")
-                print(
-                    pipe.attack(
-                        attacks, eps, args.episodes, [a.strip() for a in args.agents.split(",")] if args.agents else None
-                    )
-                )
-            elif args.command == "saliency-bench":
-                pipe.saliency_bench(force=True)
-                print(pipe.folder.bench.table)
-            elif args.command == "bench":
-                from digr.report.bench import latency_table
-                from digr.running.bench import bench_saliency_latency
-
-                threads = _ints(args.threads, "--threads") if args.threads else None
-                rows, source = bench_saliency_latency(
-                    pipe.folder, cfg, pipe.env_fn, _ints(args.batch, "--batch"), args.repeats, threads
-                )
-                print(latency_table(rows, source), end="")
-        finally:
-            pipe.close()
+        _check_device(cfg.device)
+        if args.command == "attack":
+            _attack_args(args)
+        if args.command in WRITERS:
+            cfg.env.make_fn()().close()  # a bad env id or env.kwargs is reported before anything is written
+        with contextlib.ExitStack() as stack:
+            if args.command in WRITERS:  # the stages that need an existing run do not create its folder
+                holder = " ".join(["digr", *argv])
+                stack.enter_context(RunLock(cfg.run_path, holder, create=args.command in ("run", "teacher", "distill")))
+            return _command(args, cfg, Pipeline(cfg))
     except (DigrError, FileNotFoundError) as e:
         print(f"digr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("digr: interrupted; finished stages and checkpoints are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _attack_args(args) -> None:
+    """Split and check ``digr attack``'s options in place, before any work.
+
+    :raises ConfigError: an unknown attack, a bad budget, ``--episodes`` < 1."""
+    args.attacks = args.attacks.split(",") if args.attacks else None
+    args.eps = args.eps.split(",") if args.eps else None
+    args.agents = [a.strip() for a in args.agents.split(",")] if args.agents else None
+    validate_attack_spec(args.attacks or [], args.eps or [], names=("--attacks", "--eps"))
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes must be a positive number of episodes, got {args.episodes}")
+
+
+def _check_device(device: str) -> None:
+    """:raises ConfigError: ``device`` names a CUDA device that this torch build or machine does not have."""
+    if device.startswith("cuda"):
+        import torch as th
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not th.cuda.is_available() or index >= th.cuda.device_count():
+            seen = th.cuda.device_count() if th.cuda.is_available() else "no"
+            raise ConfigError(
+                f"device={device!r}, but torch {th.__version__} sees {seen} CUDA device(s) here; use -o device=cpu "
+                "(DIGR runs on the CPU) or a machine with that GPU"
+            )
+
+
+def _command(args, cfg, pipe) -> int:
+    """Run one subcommand with its pipeline; returns 0 (errors propagate to :func:`main`)."""
+    try:
+        if args.command == "run":
+            print(pipe.run())
+        elif args.command == "teacher":
+            pipe.teacher(max_minutes=args.max_minutes)
+        elif args.command == "distill":
+            if (
+                cfg.teacher.sb3_zip or cfg.teacher.pretrained
+            ):  # a ready teacher is copied in at once, no need for `digr teacher`
+                pipe.teacher()
+            if not pipe.stages.is_done("teacher"):
+                raise StageError(f"no finished teacher in {cfg.run_path}; run `digr teacher {args.config}` first")
+            pipe.dataset()
+            pipe.saliency()
+            pipe.distill(args.student)
+        elif args.command == "evaluate":
+            print(pipe.evaluate())
+        elif args.command == "attack":
+            print(pipe.attack(args.attacks, args.eps, args.episodes, args.agents))
+        elif args.command == "saliency-bench":
+            pipe.saliency_bench(force=True)
+            print(pipe.folder.bench.table)
+        elif args.command == "bench":
+            from digr.report.bench import latency_table
+            from digr.running.bench import bench_saliency_latency
+
+            threads = _ints(args.threads, "--threads") if args.threads else None
+            rows, source = bench_saliency_latency(
+                pipe.folder, cfg, pipe.env_fn, _ints(args.batch, "--batch"), args.repeats, threads
+            )
+            print(latency_table(rows, source), end="")
+    finally:
+        pipe.close()
     return 0
 
 
