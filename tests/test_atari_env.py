@@ -11,6 +11,7 @@ pytest.importorskip("ale_py")
 pytest.importorskip("cv2")
 
 from digr.contracts import check_contract, make_env
+from digr.errors import ConfigError
 
 TRAIN, EVAL = "envs.atari:DIGR/Breakout-train-v0", "envs.atari:DIGR/Breakout-eval-v0"
 NOOP, FIRE = 0, 1
@@ -174,9 +175,10 @@ def test_kwargs_pass_through_gym_make():
 
 
 def test_unknown_or_bad_kwargs_raise_clear_errors():
-    with pytest.raises(TypeError, match=r"unknown keyword.*'noop_maxx'.*Did you mean 'noop_max'"):
+    # the adapter's TypeError reaches the user as a ConfigError naming env.kwargs (exit 2 from the CLI)
+    with pytest.raises(ConfigError, match=r"env\.kwargs.*unknown keyword.*'noop_maxx'.*Did you mean 'noop_max'"):
         make_env(TRAIN, noop_maxx=3)
-    with pytest.raises(TypeError, match="fixed by the id"):
+    with pytest.raises(ConfigError, match="fixed by the id"):
         make_env(TRAIN, mode="eval")
     with pytest.raises(ValueError, match="repeat_action_probability"):
         make_env(TRAIN, repeat_action_probability=1.5)
