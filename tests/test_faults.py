@@ -389,3 +389,19 @@ def test_non_finite_numbers_never_give_a_result(tmp_path, reference, capsys):
     assert "NaN" in err or "nan" in err or "inf" in err
     assert "distill.learning_rate" in err and not (run / "students" / "plain.safetensors").exists()
     assert not (run / "stages" / "distill-plain.json").exists()
+
+
+@pytest.mark.slow
+def test_an_atari_teacher_with_sticky_actions_resumes_byte_identically(tmp_path):
+    """ALE keeps its own RNG (sticky actions): the replay restores it too, so an Atari teacher stopped after each
+    update and resumed equals an uninterrupted one."""
+    breakout = str(ROOT / "experiments" / "breakout.yaml")
+    items = ["teacher.pretrained=null", "teacher.total_timesteps=768", "teacher.n_steps=32", "teacher.batch_size=64",
+             "teacher.checkpoint_every=256", "env.kwargs={repeat_action_probability: 0.25}"]  # fmt: skip
+    args = [arg for item in items for arg in ("-o", item)]
+    assert main(["teacher", breakout, "-o", f"run_dir={tmp_path}", "-o", "name=a", *args]) == 0
+    for _ in range(3):  # each call stops after one rollout and its update
+        assert main(["teacher", breakout, "-o", f"run_dir={tmp_path}", "-o", "name=b", *args, "--max-minutes", "0"]) == 0
+    assert main(["teacher", breakout, "-o", f"run_dir={tmp_path}", "-o", "name=b", *args]) == 0
+    assert _sha(tmp_path / "a" / "teacher" / "teacher.safetensors") == _sha(tmp_path / "b" / "teacher" / "teacher.safetensors")
+    assert _curve(tmp_path / "a") == _curve(tmp_path / "b")

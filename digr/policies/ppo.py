@@ -16,7 +16,8 @@ as training did (same seeds) and replays those actions, which restores every env
 own RNG without pickling an env; the observations after the replay are checked against a hash stored in the
 checkpoint. A resumed teacher is therefore bit-identical to an uninterrupted one (for envs that are deterministic
 given their seed and actions, as MiniGrid and ALE are; a mismatch is reported, not ignored). The replay steps the env
-only (no network): about 10 s per 100k MiniGrid steps on one core. ``curve.csv`` is cut back to the checkpoint's step.
+only (no network): 26 s per 100k MiniGrid steps, 114 s per 100k Breakout steps on 2 cores
+(``benchmarks/teacher_replay.py``). ``curve.csv`` is cut back to the checkpoint's step.
 
 Training can stop early at a wall-clock budget (``max_minutes``): it checkpoints after the current rollout's update
 and a later call resumes. A non-finite policy weight stops training with :class:`digr.errors.NonFiniteError`; the
