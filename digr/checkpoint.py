@@ -107,9 +107,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a unique temporary path beside ``path``; when the block ends without an error, the temporary file is
-    synced and renamed over ``path``. For libraries that write a path themselves (SB3's ``model.save``).
+    synced and renamed over ``path``. For libraries that write a path themselves (SB3's ``model.save``; ``suffix``
+    for writers that choose the format by extension, e.g. ``.tmp.mp4``).
 
     :raises DiskFullError: the disk filled up (``path`` keeps its previous version). :raises NotWritableError: the
         folder is read-only. Any other error of the block propagates; the temporary file is removed in every case.
@@ -117,7 +118,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)
         os.close(fd)
     except OSError as e:

@@ -9,6 +9,8 @@
     digr attack CONFIG.yaml [--attacks random,fgsm,pgd10,pgd50,mad] [--eps 1/255,3/255,5/255] [--episodes N]
                             [--agents teacher,digr]
                                       returns and action flips under observation attacks: table + plots
+    digr drive CONFIG.yaml [--agent digr] [--video out.mp4] [--serve PORT] [--window] [--teacher-every N]
+                                      an agent acts while its saliency map (one backward pass) is drawn over each frame
     digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
     digr config CONFIG.yaml           the resolved config, every field with its help, unit and default
 
@@ -70,7 +72,25 @@ def _parser() -> argparse.ArgumentParser:
     at.add_argument(
         "--episodes", type=int, default=None, help="closed-loop episodes per (agent, attack, eps) (default: config)"
     )
+    dr = add("drive", "drive an agent with its live saliency map: an MP4, a web view and/or a window")
+    dr.add_argument("--agent", default="digr", help="teacher or a student name (default: digr)")
+    dr.add_argument("--episodes", type=int, default=1, help="episodes to drive (default 1)")
+    dr.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: evaluate.seed)")
+    dr.add_argument("--video", default=None, metavar="PATH.mp4", help="write the overlaid frames to this MP4")
+    dr.add_argument("--fps", type=float, default=25.0, help="frames per second of the video (default 25)")
+    dr.add_argument("--serve", type=int, default=None, metavar="PORT", help="live web view on http://HOST:PORT/")
+    dr.add_argument("--host", default="127.0.0.1", help="interface of the web view (default 127.0.0.1: this machine)")
+    dr.add_argument("--window", action="store_true", help="show a window (needs a display)")
+    dr.add_argument(
+        "--teacher-every", type=int, default=0, metavar="N", help="draw the teacher's perturbation map every N frames"
+    )
+    dr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all")
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    bd = b.add_parser("drive", help="what live explanation costs: map Hz, teacher map ms, live-loop FPS per sink")
+    bd.add_argument("config")
+    bd.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    bd.add_argument("--agent", default="digr", help="the student (or teacher) that drives (default digr)")
+    bd.add_argument("--steps", type=int, default=200, help="steps per measurement (default 200)")
     bs = b.add_parser("saliency", help="latency of student gradient vs teacher perturbation saliency")
     bs.add_argument("config")
     bs.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
@@ -188,9 +208,30 @@ def _command(args, cfg, pipe) -> int:
             print(pipe.evaluate())
         elif args.command == "attack":
             print(pipe.attack(args.attacks, args.eps, args.episodes, args.agents))
+        elif args.command == "drive":
+            from digr.running.drive import drive_command
+
+            for flag in ("episodes", "teacher_every", "max_steps"):
+                value = getattr(args, flag)
+                if value is not None and value < (1 if flag == "episodes" else 0):
+                    raise ConfigError(f"--{flag.replace('_', '-')} must be ≥ {1 if flag == 'episodes' else 0}, got {value}")
+            kw = {k: getattr(args, k) for k in ("video", "fps", "serve", "host", "window", "teacher_every", "max_steps")}
+            r = drive_command(pipe, args.agent, episodes=args.episodes, seed=args.seed, **kw)
+            print(
+                f"drive: {r['agent']}, {r['frames']} frames at {r['fps']:.1f} FPS (whole loop), saliency map "
+                f"{r['saliency_ms']:.2f} ms median, returns {[round(x, 1) for x in r['returns']]}"
+                + (f", video {r['video']}" if "video" in r else "")
+            )
         elif args.command == "saliency-bench":
             pipe.saliency_bench(force=True)
             print(pipe.folder.bench.table)
+        elif args.command == "bench" and args.bench == "drive":
+            from digr.running.drive import bench_drive, load_agent
+
+            policy, teacher = load_agent(pipe, args.agent), pipe.load_teacher()
+            rows = bench_drive(pipe.eval_env_fn, policy, teacher, cfg.perturbation, label=args.agent, steps=args.steps)
+            print("| measurement | value | unit |\n|---|---|---|")
+            print("\n".join(f"| {r['what']} | {r['value']:.1f} | {r['unit']} |" for r in rows))
         elif args.command == "bench":
             from digr.report.bench import latency_table
             from digr.running.bench import bench_saliency_latency

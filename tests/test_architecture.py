@@ -17,7 +17,7 @@ LAYERS = [
     {"digr.errors", "digr.contracts", "digr.checkpoint", "digr.rollout", "digr"},
     {"digr.saliency", "digr.attacks", "digr.policies", "digr.method"},
     {"digr.evaluation"},
-    {"digr.report"},
+    {"digr.report", "digr.live"},
     {"digr.running"},
     {"digr.cli"},
 ]
