@@ -211,8 +211,8 @@ def load_state_dict(path: str | Path) -> dict[str, th.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not safetensors ({e}); delete it and rerun the same command: "
-            "the stage that writes it is redone"
+            f"checkpoint {path} is corrupt or not safetensors ({e}); delete it and rerun `digr run` with "
+            "the same config: the stage that writes it is redone"
         ) from e
 
 
@@ -233,8 +233,8 @@ def load_module(module: nn.Module, path: str | Path) -> nn.Module:
         missing, unexpected = load_model(module, str(path), strict=False)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or does not fit the model ({e}); delete it and rerun the same command: "
-            "the stage that writes it is redone"
+            f"checkpoint {path} is corrupt or does not fit the model ({e}); delete it and rerun `digr run` with "
+            "the same config: the stage that writes it is redone"
         ) from e
     if missing or unexpected:
         raise CheckpointError(

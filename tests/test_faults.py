@@ -338,6 +338,20 @@ def test_a_corrupt_file_gets_advice_that_works(tmp_path, reference, capsys, rela
     assert _results(run) == _results(reference)
 
 
+def test_any_command_refuses_a_config_its_run_was_not_made_with(tmp_path, reference, capsys):
+    """`digr teacher` on a finished run with another κ: refused (the students were made with the old one), and
+    config.yml still describes the run."""
+    run = tmp_path / "ref"
+    shutil.copytree(reference, run)
+    before = _snapshot(run)
+    assert main(["teacher", *_args(tmp_path, "ref", "mask.kappa=0.3")]) == 2
+    assert "mask.kappa: 0.1 → 0.3" in capsys.readouterr().err
+    assert _snapshot(run) == before
+    (run / "metrics.json").write_text("{")  # a corrupt result file: named, not a traceback
+    assert main(["evaluate", *_args(tmp_path, "ref")]) == 0  # a measurement with a missing/corrupt file is redone
+    json.loads((run / "metrics.json").read_text())
+
+
 def test_wrong_checkpoints_and_zips_are_named_not_tracebacks(tmp_path, reference, capsys):
     run = tmp_path / "ref"
     shutil.copytree(reference, run)

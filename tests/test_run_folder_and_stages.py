@@ -68,7 +68,7 @@ def test_every_changed_field_is_listed_and_nothing_is_written(tmp_path):
     folder = RunFolder(tmp_path)
     Stages(folder, DEFAULT, DEFAULT).mark_done("teacher")
     before = folder.marker("teacher").read_text()
-    fields = dict.fromkeys(("n_envs", "n_steps", "n_epochs", "cell", "features_dim", "checkpoint_every", "total_timesteps"), 1)
+    fields = dict.fromkeys(("n_envs", "n_steps", "n_epochs", "cell", "features_dim", "max_grad_norm", "total_timesteps"), 1)
     fields["batch_size"] = 1
     new = Stages(folder, config_to_dict(config_from_dict({"teacher": fields})), DEFAULT)
     with pytest.raises(StageConfigMismatch) as err:
@@ -121,3 +121,19 @@ def test_attack_files_keep_interrupted_cells_and_set_stale_files_aside(tmp_path)
     with pytest.raises(StageError, match="corrupt"):
         files.start(protocol, "T2")
     assert files.results.read_text() == "{not json"  # left in place
+
+
+def test_checkpoint_intervals_do_not_block_a_stage_and_stale_dagger_rounds_are_dropped(tmp_path):
+    folder = RunFolder(tmp_path)
+    _done(Stages(folder, DEFAULT, DEFAULT), "teacher")
+    changed = config_to_dict(config_from_dict({"teacher": {"checkpoint_every": 7}, "distill": {"checkpoint_every": 3}}))
+    assert Stages(folder, changed, DEFAULT).is_done("teacher")  # resume is exact at any interval
+    files = folder.student("digr")
+    files.dir.mkdir(parents=True)
+    for path in (files.dagger_states(1), files.dagger_maps(1)):
+        path.write_bytes(b"from an earlier student")
+    files.checkpoint.write_bytes(b"checkpoint")
+    assert files.fresh().dagger_states(1).is_file()  # a checkpoint to resume: its rounds are kept
+    files.checkpoint.unlink()
+    files.fresh()
+    assert not files.dagger_states(1).exists() and not files.dagger_maps(1).exists()  # a fresh start: not mixed in

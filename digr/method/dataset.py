@@ -227,8 +227,8 @@ def load_dataset(path: str | Path) -> StateDataset:
             return StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z.get("side", None))
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(
-            f"dataset {path} is corrupt or incomplete ({type(e).__name__}: {e}); delete it and rerun the same command: "
-            "its stage is redone"
+            f"dataset {path} is corrupt or incomplete ({type(e).__name__}: {e}); delete it and rerun `digr run` with the same "
+            "config: its stage is redone"
         ) from e
 
 
@@ -245,6 +245,6 @@ def load_maps(path: str | Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise CheckpointError(
-            f"saliency maps {path} are corrupt ({type(e).__name__}: {e}); delete it and rerun the same command: its stage "
-            "is redone"
+            f"saliency maps {path} are corrupt ({type(e).__name__}: {e}); delete it and rerun `digr run` with the same "
+            "config: its stage is redone"
         ) from e

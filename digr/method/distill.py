@@ -162,6 +162,13 @@ def train_student(
         loss.backward()
         opt.step()
         step += 1
+        if not all(bool(th.isfinite(p).all()) for p in student.parameters()):
+            last = f"{ckpt}, step {saved[0]}" if ckpt is not None and saved[0] is not None else "none"
+            raise NonFiniteError(
+                f"distillation: the update of step {step} made the student's weights non-finite (NaN or inf; loss "
+                f"{loss.detach().item()}); training stopped, the last good checkpoint is kept ({last}). Lower "
+                "distill.learning_rate or the student's lam and use a new `name:`"
+            )
         if step % 50 == 0 or step == steps:
             rec = {
                 "step": step,

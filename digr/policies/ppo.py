@@ -165,8 +165,13 @@ class _Trainer(BaseCallback):
         if not _finite(self.model.policy):
             raise NonFiniteError(
                 f"teacher: the PPO update before step {self.num_timesteps} made the policy's weights non-finite (NaN or "
-                f"inf); training stopped and the last good checkpoint ({self.out.checkpoint_state}, step "
-                f"{self.last_ckpt}) is kept. Lower teacher.learning_rate or teacher.max_grad_norm and use a new `name:`"
+                f"inf); training stopped; "
+                + (
+                    f"the last good checkpoint ({self.out.checkpoint_state}, step {self.last_ckpt}) is kept. "
+                    if self.last_ckpt
+                    else "no checkpoint had been written yet. "
+                )
+                + "Lower teacher.learning_rate or teacher.max_grad_norm and use a new `name:`"
             )
         over = self.max_seconds is not None and time.perf_counter() - self.t0 > self.max_seconds
         if over or self.num_timesteps - self.last_ckpt >= self.cfg.checkpoint_every:
@@ -216,8 +221,14 @@ def _read_curve(path: Path, upto: int) -> list[dict]:
     """Rows of ``curve.csv`` up to step ``upto`` (a resumed run rewrites the rows after its checkpoint)."""
     if upto == 0 or not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return [row for row in csv.DictReader(f) if int(float(row["steps"])) <= upto]
+    try:
+        with path.open(newline="") as f:
+            return [row for row in csv.DictReader(f) if int(float(row["steps"])) <= upto]
+    except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:
+        raise CheckpointError(
+            f"learning curve {path} is unreadable ({type(e).__name__}: {e}); delete it (the resumed teacher then "
+            "writes the rows from its checkpoint on) and rerun"
+        ) from e
 
 
 def _write_curve(path: Path, rows: list[dict]) -> None:

@@ -61,7 +61,8 @@ class RunLock:
             raise StageError(f"no run folder {self.root}; run `digr run CONFIG` (or `digr teacher` and `digr distill`) first")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(self.path, timeout=0, thread_local=False)
+            # no soft fallback: an existence-file lock would outlive a killed holder
+            lock = FileLock(self.path, timeout=0, thread_local=False, fallback_to_soft=False)
             lock.acquire()
         except Timeout:
             h = self.holder()
@@ -80,12 +81,12 @@ class RunLock:
                 ) from e
             raise
         self._lock = lock
-        for stale in self.root.rglob(".*.tmp"):  # temporary files of a killed writer (only a writer makes them)
-            stale.unlink(missing_ok=True)
         info = {"command": self.command, "pid": os.getpid(), "host": socket.gethostname()}
         info["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         try:
             write_json_atomic(self.holder_path, info)
+            for stale in self.root.rglob(".*.tmp"):  # temporary files of a killed writer (only a writer makes them)
+                stale.unlink(missing_ok=True)
         except BaseException:
             lock.release()
             self._lock = None

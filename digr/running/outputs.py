@@ -14,6 +14,7 @@ import torch as th
 import yaml
 
 from digr.checkpoint import write_text_atomic
+from digr.errors import CheckpointError
 from digr.method.dataset import StateDataset
 from digr.policies.teacher import TeacherFolder
 from digr.report.attack import attack_section, robustness_table
@@ -28,6 +29,7 @@ from digr.running.tracking import Tracker
 
 __all__ = [
     "distill_progress",
+    "read_json",
     "refresh_report",
     "replay_progress",
     "teacher_progress",
@@ -39,6 +41,17 @@ __all__ = [
     "write_report",
     "write_run_info",
 ]
+
+
+def read_json(path) -> dict | list:
+    """A JSON file a stage wrote. :raises CheckpointError: it is unreadable (named, with what to do)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is unreadable ({type(e).__name__}: {e}); delete it and rerun `digr run` with the same config: "
+            "the stage that writes it is redone"
+        ) from e
 
 
 def write_run_info(folder: RunFolder, cfg: ExperimentConfig, version: str) -> None:
@@ -116,7 +129,7 @@ def write_evaluation(folder: RunFolder, cfg: ExperimentConfig, metrics: dict, he
         plot_saliency_grid(
             held.images[idx], {k: v[idx] for k, v in maps.items()}, folder.figure("saliency_grid"), held.target_mask[idx]
         )
-    histories = {s.name: json.loads(folder.student(s.name).history.read_text()) for s in cfg.distill.students}
+    histories = {s.name: read_json(folder.student(s.name).history) for s in cfg.distill.students}
     plot_distill_history(histories, folder.figure("distill_curves"))
 
 
@@ -146,11 +159,11 @@ def write_report(folder: RunFolder, stages: Stages):
     figures = {name: folder.link(folder.figure(name)) for name in FIGURES if folder.figure(name).is_file()}
     sections = []
     if folder.bench.results.is_file():
-        sections.append(bench_section(json.loads(folder.bench.results.read_text()), folder.link(folder.bench.figure)))
+        sections.append(bench_section(read_json(folder.bench.results), folder.link(folder.bench.figure)))
     if folder.attack.results.is_file():
         link = folder.link(folder.attack.figure) if folder.attack.figure.is_file() else None
-        sections.append(attack_section(json.loads(folder.attack.results.read_text()), link))
-    write_text_atomic(folder.report, run_report(json.loads(folder.metrics.read_text()), cfg, figures, sections))
+        sections.append(attack_section(read_json(folder.attack.results), link))
+    write_text_atomic(folder.report, run_report(read_json(folder.metrics), cfg, figures, sections))
     return folder.report
 
 

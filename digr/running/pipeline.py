@@ -66,7 +66,7 @@ class Pipeline:
         """Train (or resume) the PPO teacher, or install a ready one (``teacher.sb3_zip``/``pretrained``); True when finished.
         ``max_minutes``: checkpoint, stop after that wall time. :raises CheckpointError, ConfigError: bad ready teacher."""
         cfg, t, out = self.cfg, self.cfg.teacher, self.folder.teacher
-        self.stages.preflight(("teacher",))  # a refused command writes nothing
+        self.stages.preflight()  # every build stage agrees with the config before config.yml is written
         outputs.write_run_info(self.folder, cfg, __version__)
         if self.stages.is_done("teacher"):
             log(f"teacher: done ({out.root}), skipping")
@@ -128,7 +128,7 @@ class Pipeline:
             if self.stages.is_done("distill", spec.name):
                 log(f"distill: student {spec.name!r} done, skipping")
                 continue
-            t0, files = time.perf_counter(), self.folder.student(spec.name)
+            t0, files = time.perf_counter(), self.folder.student(spec.name).fresh()  # no stale DAgger rounds mixed in
             data = DistillData(ds.images, ds.teacher_logits, ds.side, self._mask(spec.mask, sal.shape, sal))
             student = new_student(ds.images.shape[1:], ds.teacher_logits.shape[1], ds.side_dim, cfg.teacher, cfg.seed)
             teacher = self.load_teacher() if d.dagger_rounds else None
@@ -168,7 +168,7 @@ class Pipeline:
         t0, cfg, f = time.perf_counter(), self.cfg, self.folder
         agents = self._agents()
         held, ref = load_dataset(f.dataset("heldout")), load_maps(f.teacher_maps("heldout"))
-        info = {"teacher": {"num_timesteps": json.loads(f.teacher.spec.read_text()).get("num_timesteps")}}
+        info = {"teacher": {"num_timesteps": outputs.read_json(f.teacher.spec).get("num_timesteps")}}
         info |= {s.name: {"lam": s.lam, "mask": s.mask} for s in cfg.distill.students}
         with progress("evaluate", cfg.evaluate.episodes) as update:
             tick = lambda name, k, n: update(k, n, f"evaluate: {name} returns")

@@ -54,6 +54,14 @@ class StudentFiles:
     def history(self) -> Path:
         return self.dir / f"{self.name}.history.json"
 
+    def fresh(self) -> StudentFiles:
+        """These files, after removing the DAgger rounds of an earlier training when there is no checkpoint to resume
+        (they were collected by another student, perhaps under another config, and must not be mixed in)."""
+        if not self.checkpoint.is_file():
+            for path in self.dir.glob(f"{self.name}.dagger*"):
+                path.unlink()
+        return self
+
     def dagger_states(self, round_: int) -> Path:
         """States of DAgger round ``round_`` (≥ 1)."""
         return self.dir / f"{self.name}.dagger{round_}.npz"

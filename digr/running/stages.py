@@ -43,12 +43,13 @@ def stage_config(cfg: dict, stage: str, student: str | None = None) -> dict:
 
     :raises ValueError: unknown stage. :raises StopIteration: ``distill`` for a student not in ``cfg``.
     """
-    deps = {"teacher": {"seed": cfg["seed"], "env": cfg["env"], "teacher": cfg["teacher"]}}
+    teacher = {k: v for k, v in cfg["teacher"].items() if k != "checkpoint_every"}  # resume is exact at any interval
+    deps = {"teacher": {"seed": cfg["seed"], "env": cfg["env"], "teacher": teacher}}
     deps["dataset"] = {**deps["teacher"], "dataset": cfg["dataset"]}
     deps["saliency"] = {**deps["dataset"], "perturbation": cfg["perturbation"]}
     if stage == "distill":
         spec = next(s for s in cfg["distill"]["students"] if s["name"] == student)
-        common = {k: v for k, v in cfg["distill"].items() if k != "students"}
+        common = {k: v for k, v in cfg["distill"].items() if k not in ("students", "checkpoint_every")}
         if not common.get("dagger_rounds"):
             common.pop("dagger_frames", None)
         out = {**deps["saliency"], "distill": common, "student": spec}
