@@ -40,6 +40,7 @@ __all__ = [
     "Act",
     "Actor",
     "Episode",
+    "ExpertActor",
     "Fingerprints",
     "GreedyActor",
     "Hook",
@@ -67,9 +68,27 @@ class Act:
 
 
 class Actor(Protocol):
-    """Acting hook: ``actor(image float [n,C,H,W] in [0,1], side float [n,K] | None) -> Act``."""
+    """Acting hook: ``actor(image float [n,C,H,W] in [0,1], side float [n,K] | None) -> Act``.
+
+    An actor with ``uses_info = True`` is also given ``infos=``, the rows' ``info`` dicts (from the reset or the previous
+    step): a privileged expert acts on the env's state, not on pixels (:class:`ExpertActor`).
+    """
 
     def __call__(self, image: th.Tensor, side: th.Tensor | None) -> Act: ...
+
+
+class ExpertActor:
+    """Acts with a privileged expert: ``expert.act(info) -> action`` for each row's ``info`` (e.g.
+    ``envs.carracing.PurePursuitExpert`` on ``info["privileged"]``); no policy output. The way an expert drives
+    episodes through the engine, to record demonstrations or to label states (DAgger)."""
+
+    uses_info = True
+
+    def __init__(self, expert):
+        self.expert = expert
+
+    def __call__(self, image: th.Tensor, side: th.Tensor | None, infos: list[dict]) -> Act:
+        return Act([self.expert.act(info) for info in infos])
 
 
 class GreedyActor:
@@ -286,7 +305,10 @@ def _run_wave(env_of: dict, seed, actor, transform, generator, hooks, on_frame, 
     while running:
         image, side = obs_to_tensors(stack_obs([obs[i] for i in running]), device)
         seen = image if transform is None else transform(image, side, generator)
-        act = actor(seen, side)
+        if getattr(actor, "uses_info", False):
+            act = actor(seen, side, infos=[info[i] for i in running])
+        else:
+            act = actor(seen, side)
         step = Step(running, [length[i] for i in running], [obs[i] for i in running], [info[i] for i in running], image, side,
                     seen, act)  # fmt: skip
         ended = []

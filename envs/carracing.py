@@ -69,7 +69,8 @@ class CarRacingPixels(gym.Wrapper):
     :param frame_skip: physics steps per action (≥ 1); rewards are summed.
     :param frame_stack: frames per observation (≥ 1).
     :param hud: ``crop``, ``mask`` or ``keep``.
-    :param road_mask: compute ``info["target_mask"]``/``road_ahead_mask`` (about 0.3 ms per frame); False saves it.
+    :param road_mask: compute ``info["target_mask"]``/``road_ahead_mask`` (about 7 ms per frame on the 2-core machine,
+        against 29 ms for the env's own two physics steps and renders); False saves it where it is not needed.
     :raises ValueError: a bad argument.
     """
 

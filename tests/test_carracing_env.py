@@ -80,3 +80,30 @@ def test_the_expert_drives_a_lap():
         total, steps, done = total + reward, steps + 1, terminated or truncated
     assert total > 850 and steps < 500  # the lap ends before CarRacing's 1,000 physics steps (500 actions)
     assert math.isfinite(total)
+
+
+def test_the_rollout_engine_drives_with_the_privileged_expert():
+    """An ExpertActor gets each row's info: the engine's episode equals the expert driving the env by hand."""
+    from digr.rollout import ExpertActor, Hook, run_episodes
+
+    class Actions(Hook):
+        def __init__(self):
+            self.actions = []
+
+        def on_step(self, step):
+            self.actions += step.act.actions
+
+    hook, count = Actions(), {"n": 0}
+
+    def stop():
+        count["n"] += 1
+        return count["n"] >= 25
+
+    run_episodes(lambda: make_carracing(road_mask=False), ExpertActor(PurePursuitExpert()), episodes=1, seed=5,
+                 hooks=[hook], stop=stop)  # fmt: skip
+    env, expert, by_hand = make_carracing(road_mask=False), PurePursuitExpert(), []
+    _, info = env.reset(seed=5)
+    for _ in range(25):
+        by_hand.append(expert.act(info))
+        _, _, _, _, info = env.step(by_hand[-1])
+    assert hook.actions == by_hand and len(by_hand) == 25
