@@ -159,12 +159,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
 
-def write_json_atomic(path: str | Path, obj, indent: int | None = 2, allow_nan: bool = False) -> None:
-    """Write ``obj`` as JSON through :func:`write_bytes_atomic`; NaN and infinities are refused unless ``allow_nan``.
+def write_json_atomic(path: str | Path, obj, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON (NaN and infinities refused: ``allow_nan=False``) through :func:`write_bytes_atomic`.
 
-    :raises ValueError: ``obj`` holds NaN or an infinity and ``allow_nan`` is False (write None for undefined numbers).
+    :raises ValueError: ``obj`` holds NaN or an infinity (write None for undefined numbers).
     """
-    write_text_atomic(path, json.dumps(obj, indent=indent, allow_nan=allow_nan))
+    write_text_atomic(path, json.dumps(obj, indent=indent, allow_nan=False))
 
 
 def save_npy_atomic(array: np.ndarray, path: str | Path) -> None:

@@ -57,6 +57,7 @@ __all__ = [
     "policy_device",
     "policy_std",
     "stack_obs",
+    "weights_finite",
 ]
 
 
@@ -112,6 +113,11 @@ def policy_device(policy: Policy) -> th.device:
         return next(policy.parameters()).device
     except (StopIteration, AttributeError):
         return th.device("cpu")
+
+
+def weights_finite(module: th.nn.Module) -> bool:
+    """True if every parameter of ``module`` is finite (no NaN, no ±inf): the check after a training update."""
+    return all(bool(th.isfinite(p).all()) for p in module.parameters())
 
 
 def greedy_action(policy: Policy, image: th.Tensor, side: th.Tensor | None = None) -> th.Tensor:

@@ -17,6 +17,7 @@ import torch as th
 from torch import nn
 
 from digr.checkpoint import load_training_state, save_training_state
+from digr.contracts import weights_finite
 from digr.errors import CheckpointError, NonFiniteError
 from digr.method.loss import digr_loss
 
@@ -118,10 +119,11 @@ def train_student(
             ) from e
     use_mask = lam != 0 and data.masks is not None
 
-    saved = [step if ckpt is not None and ckpt.is_file() else None]  # step of the last good checkpoint
+    saved = step if ckpt is not None and ckpt.is_file() else None  # step of the last good checkpoint
 
     def save():
-        saved[0] = step
+        nonlocal saved
+        saved = step
         if ckpt is not None:
             save_training_state(
                 {
@@ -151,23 +153,16 @@ def train_student(
         if use_mask and penalty_batch_size is not None and penalty_batch_size < len(idx):
             rows = th.as_tensor(np.sort(rng.choice(len(idx), penalty_batch_size, replace=False)), device=device)
         loss, kl, pen = digr_loss(student, image, t_logits, mask, lam, side, tau, target, rows)
-        if not th.isfinite(loss.detach()):
-            last = f"{ckpt}, step {saved[0]}" if ckpt is not None and saved[0] is not None else "none"
-            raise NonFiniteError(
-                f"distillation: the loss is {loss.detach().item()} (KL {float(kl)}, penalty {float(pen)}) at step {step + 1}; "
-                f"training stopped, the last good checkpoint is kept ({last}). Lower distill.learning_rate or the "
-                "student's lam and use a new `name:`"
-            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        if not all(bool(th.isfinite(p).all()) for p in student.parameters()):
-            last = f"{ckpt}, step {saved[0]}" if ckpt is not None and saved[0] is not None else "none"
+        if not (th.isfinite(loss.detach()) and weights_finite(student)):  # a NaN loss also leaves NaN weights here
+            last = f"{ckpt}, step {saved}" if ckpt is not None and saved is not None else "none"
             raise NonFiniteError(
-                f"distillation: the update of step {step} made the student's weights non-finite (NaN or inf; loss "
-                f"{loss.detach().item()}); training stopped, the last good checkpoint is kept ({last}). Lower "
-                "distill.learning_rate or the student's lam and use a new `name:`"
+                f"distillation: step {step} gave a non-finite loss or weights (loss {loss.detach().item()}, KL "
+                f"{float(kl)}, penalty {float(pen)}); training stopped, the last good checkpoint is kept ({last}). "
+                "Lower distill.learning_rate or the student's lam and use a new `name:`"
             )
         if step % 50 == 0 or step == steps:
             rec = {

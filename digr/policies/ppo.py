@@ -49,6 +49,7 @@ from digr.checkpoint import (
     save_training_state,
     write_text_atomic,
 )
+from digr.contracts import weights_finite
 from digr.errors import CheckpointError, NonFiniteError
 from digr.policies.nets import DEFAULT_GRID_CHANNELS
 from digr.policies.teacher import sb3_policy_kwargs, teacher_spaces
@@ -101,8 +102,13 @@ def _set_rng_states(state: dict) -> None:
         th.cuda.set_rng_state_all(state["cuda"])
 
 
-def _finite(policy) -> bool:
-    return all(bool(th.isfinite(p).all()) for p in policy.parameters())
+def _non_finite(out: TeacherFolder, step: int, last_ckpt: int) -> NonFiniteError:
+    """The error for policy weights that became NaN or infinite by step ``step``."""
+    kept = f"the last good checkpoint ({out.checkpoint_state}, step {last_ckpt}) is kept" if last_ckpt else "none was saved"
+    return NonFiniteError(
+        f"teacher: the PPO updates up to step {step} made the policy's weights non-finite (NaN or inf); training "
+        f"stopped; {kept}. Lower teacher.learning_rate or teacher.max_grad_norm and use a new `name:`"
+    )
 
 
 class _Trainer(BaseCallback):
@@ -162,17 +168,8 @@ class _Trainer(BaseCallback):
     def _on_rollout_start(self) -> None:
         if self.num_timesteps == self.steps0:
             return  # no update since this call began
-        if not _finite(self.model.policy):
-            raise NonFiniteError(
-                f"teacher: the PPO update before step {self.num_timesteps} made the policy's weights non-finite (NaN or "
-                f"inf); training stopped; "
-                + (
-                    f"the last good checkpoint ({self.out.checkpoint_state}, step {self.last_ckpt}) is kept. "
-                    if self.last_ckpt
-                    else "no checkpoint had been written yet. "
-                )
-                + "Lower teacher.learning_rate or teacher.max_grad_norm and use a new `name:`"
-            )
+        if not weights_finite(self.model.policy):
+            raise _non_finite(self.out, self.num_timesteps, self.last_ckpt)
         over = self.max_seconds is not None and time.perf_counter() - self.t0 > self.max_seconds
         if over or self.num_timesteps - self.last_ckpt >= self.cfg.checkpoint_every:
             self.save()
@@ -316,21 +313,14 @@ def train_teacher(
         try:
             model.learn(total_timesteps=remaining, callback=cb, reset_num_timesteps=done_steps == 0)
         except ValueError as e:  # torch's distributions refuse NaN logits before our check sees them
-            if _finite(model.policy):
+            if weights_finite(model.policy):
                 raise
-            raise NonFiniteError(
-                f"teacher: the policy's weights became non-finite (NaN or inf) at step {model.num_timesteps}; training "
-                f"stopped and the last good checkpoint ({out.checkpoint_state}) is kept. Lower teacher.learning_rate or "
-                "teacher.max_grad_norm and use a new `name:`"
-            ) from e
+            raise _non_finite(out, model.num_timesteps, cb.last_ckpt) from e
         if cb.stopped_early:
             venv.close()
             return None
-        if not _finite(model.policy):
-            raise NonFiniteError(
-                f"teacher: the last PPO update made the policy's weights non-finite; the last good checkpoint "
-                f"({out.checkpoint_state}) is kept. Lower teacher.learning_rate and use a new `name:`"
-            )
+        if not weights_finite(model.policy):
+            raise _non_finite(out, model.num_timesteps, cb.last_ckpt)
         cb.save()
         wall0 = wall0 + time.perf_counter() - t_call
     venv.close()

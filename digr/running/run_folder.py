@@ -25,6 +25,7 @@ from pathlib import Path
 from digr.checkpoint import write_json_atomic
 from digr.errors import StageError
 from digr.evaluation.attack_cells import CellPlan, plan_cells
+from digr.method.dataset import SPLITS
 from digr.policies.teacher import TeacherFolder
 
 __all__ = ["AttackFiles", "BenchFiles", "RunFolder", "StudentFiles"]
@@ -226,9 +227,9 @@ class RunFolder:
         if stage == "teacher":
             return [self.teacher.weights, self.teacher.spec]
         if stage == "dataset":
-            return [self.dataset(s) for s in ("train", "heldout")]
+            return [self.dataset(s) for s in SPLITS]
         if stage == "saliency":
-            return [self.teacher_maps(s) for s in ("train", "heldout")]
+            return [self.teacher_maps(s) for s in SPLITS]
         if stage == "distill":
             files = self.student(student)
             return [files.weights, files.spec, files.history]
