@@ -174,6 +174,8 @@ def stack_obs(observations: list[dict]) -> dict:
 #: The optional ``info`` keys of the env contract, with what they hold.
 INFO_KEYS = {
     "target_mask": "bool (H, W): ground-truth pixels of the task-relevant object (localisation metrics)",
+    "region_masks": "{name: bool (H, W)}: more ground-truth regions, each scored like target_mask (e.g. CarRacing's "
+    "'road_ahead'); the same names on every step",
     "is_success": "bool, on the last step of an episode: whether the task was solved",
     "game_score": "{'r': float true score, 'l': int agent steps} on the step a whole game ends, else None (Atari)",
 }
@@ -253,6 +255,12 @@ def check_info(info: dict, image_hw: tuple[int, int]) -> None:
         raise EnvContractError(
             f"info['target_mask'] must be a bool array of shape {tuple(image_hw)}, got {getattr(mask, 'dtype', type(mask))}"
         )
+    regions = info.get("region_masks")
+    if regions is not None and not (
+        isinstance(regions, dict)
+        and all(isinstance(m, np.ndarray) and m.dtype == bool and m.shape == tuple(image_hw) for m in regions.values())
+    ):
+        raise EnvContractError(f"info['region_masks'] must be a dict of bool arrays of shape {tuple(image_hw)}")
     if "is_success" in info and not isinstance(info["is_success"], (bool, np.bool_)):
         raise EnvContractError(f"info['is_success'] must be a bool, got {info['is_success']!r}")
     score = info.get("game_score")

@@ -23,7 +23,7 @@ Info (the DIGR env contract, :data:`digr.contracts.INFO_KEYS`, plus privileged s
     ``target_mask``: bool ``[H, W]``, the **road mask** of the newest frame: pixels whose area is mostly track surface
     (the road tiles, kerbs excluded), rasterised from the track polygons with the renderer's own camera transform
     (rotation, zoom, the 1000×800 → 96×96 scaling and the vertical flip). Ground truth for localisation that comes
-    from no teacher. ``road_ahead_mask``: the road pixels in front of the car (above its row on screen).
+    from no teacher. ``region_masks["road_ahead"]``: the road pixels in front of the car (above its row on screen).
     ``privileged``: ``track`` float32 ``[N, 2]`` (track centre points, world units), ``position`` (x, y), ``angle``
     (radians, 0 = facing +y), ``velocity`` (vx, vy), ``speed`` (world units per second), ``tile`` (index of the
     nearest track point).
@@ -69,7 +69,8 @@ class CarRacingPixels(gym.Wrapper):
     :param frame_skip: physics steps per action (≥ 1); rewards are summed.
     :param frame_stack: frames per observation (≥ 1).
     :param hud: ``crop``, ``mask`` or ``keep``.
-    :param road_mask: compute ``info["target_mask"]``/``road_ahead_mask`` (about 1 ms per frame on the 2-core machine,
+    :param road_mask: compute ``info["target_mask"]`` and ``info["region_masks"]["road_ahead"]``
+        (about 1 ms per frame on the 2-core machine,
         against 29 ms for the env's own two physics steps and renders); False saves it where it is not needed.
     :raises ValueError: a bad argument.
     """
@@ -107,14 +108,14 @@ class CarRacingPixels(gym.Wrapper):
         tile = int(np.argmin(((track - pos) ** 2).sum(1)))
         vel = (float(car.linearVelocity[0]), float(car.linearVelocity[1]))
         info = dict(info)
-        info["privileged"] = {"track": track, "position": (float(pos[0]), float(pos[1])), "angle": float(car.angle),
+        info["privileged"] = {"track": track.copy(), "position": (float(pos[0]), float(pos[1])), "angle": float(car.angle),
                               "velocity": vel, "speed": math.hypot(*vel), "tile": tile}  # fmt: skip
         if self.road_mask:
             road = self.road_pixels()
             info["target_mask"] = road
             ahead = road.copy()
             ahead[int(self.car_row()) :] = False
-            info["road_ahead_mask"] = ahead
+            info["region_masks"] = {"road_ahead": ahead}
         return info
 
     def car_row(self) -> float:
@@ -158,6 +159,7 @@ class CarRacingPixels(gym.Wrapper):
         state, info = self.env.reset(seed=seed, options=options)
         u = self.env.unwrapped  # the track is made at reset and fixed for the episode: read it once
         self._track = np.asarray([(t[2], t[3]) for t in u.track], np.float32)
+        self._track.flags.writeable = False  # shared by every step's info (as read-only views)
         road = [np.asarray(p, np.float64) for p, col in u.road_poly if tuple(int(v) for v in col) not in _KERB_COLOURS]
         self._road = np.stack(road)
         frame = self._frame(state)

@@ -1,51 +1,75 @@
 """Score the privileged pure-pursuit expert of ``envs/carracing.py`` on CarRacing seeds (issue target: ≥ 850 mean
-over 20 seeds), in the same categorical action set the pixel policies use.
+over 20 seeds), and optionally a pixel teacher on the same tracks (target: ≥ 0.9 × the expert), both through the
+rollout engine (:func:`digr.rollout.run_episodes`) in the same categorical action set.
 
     python scripts/carracing_expert.py --seeds 0:20 --out docs/results/carracing/expert.json
+    python scripts/carracing_expert.py --seeds 100000:100020 --teacher experiments/teachers/carracing \\
+        --out experiments/teachers/carracing/evaluation.json
 
-Each episode is CarRacing's full 1,000 physics steps (or a finished lap); the return is the game score (solved = 900).
+Each episode is CarRacing's full 1,000 physics steps (500 agent steps at frame skip 2) or a finished lap; the return is
+the game score (solved = 900). The teacher acts greedily (argmax of its logits).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import functools
 import time
 from pathlib import Path
 
-import numpy as np
-from rich.progress import track
+from rich.progress import Progress
 
-from envs.carracing import PurePursuitExpert, make_carracing
+from digr.checkpoint import write_json_atomic
+from digr.contracts import make_env
+from digr.evaluation.returns import rollout_returns, summarize
+from digr.policies import TeacherFolder, load_teacher
+from digr.rollout import ExpertActor, Fingerprints, run_episodes
+from envs.carracing import PurePursuitExpert
+
+ENV = "envs.carracing:DIGR/CarRacing-v0"
 
 
 def main() -> None:
-    """Drive one episode per seed with the expert and print (and optionally save) the returns."""
+    """Drive one episode per seed with the expert (and the teacher) and print (and optionally save) the returns."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0:20", help="first:end seeds (end excluded)")
-    p.add_argument("--out", type=Path, default=None, help="write the returns and their summary as JSON")
+    p.add_argument("--teacher", type=Path, default=None, help="a teacher folder to score on the same seeds")
+    p.add_argument("--out", type=Path, default=None, help="write the returns and their summaries as JSON")
     args = p.parse_args()
     first, end = (int(v) for v in args.seeds.split(":"))
-    returns, lengths, t0 = [], [], time.perf_counter()
-    for seed in track(range(first, end), description="expert episodes"):
-        env, expert = make_carracing(road_mask=False), PurePursuitExpert()
-        _, info = env.reset(seed=seed)
-        total, steps, done = 0.0, 0, False
-        while not done:
-            _, reward, terminated, truncated, info = env.step(expert.act(info))
-            total, steps, done = total + reward, steps + 1, terminated or truncated
-        env.close()
-        returns.append(total)
-        lengths.append(steps)
-    mean, std = float(np.mean(returns)), float(np.std(returns, ddof=1))
-    summary = {"seeds": [first, end], "mean": mean, "std": std, "ci95": 1.96 * std / math.sqrt(len(returns)),
-               "min": float(np.min(returns)), "returns": returns, "agent_steps": lengths,
-               "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    print(f"expert over seeds {first}..{end - 1}: {mean:.1f} ± {std:.1f} (min {summary['min']:.1f})")
+    n = end - first
+    env_fn = functools.partial(make_env, ENV, road_mask=False)
+    result = {"env": f"{ENV} (frame_skip 2, frame_stack 2, hud crop)", "seeds": f"{first}..{end - 1}"}
+    with Progress() as bar:
+        task = bar.add_task("expert episodes", total=n)
+        t0, fp = time.perf_counter(), Fingerprints()
+        done = run_episodes(env_fn, ExpertActor(PurePursuitExpert()), episodes=n, seed=first, hooks=[fp],
+                            progress=lambda k: bar.update(task, completed=k))  # fmt: skip
+        result["expert"] = {
+            **summarize(done, fp),
+            "policy": "PurePursuitExpert()",
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+        if args.teacher is not None:
+            task = bar.add_task("teacher episodes", total=n)
+            t0, teacher = time.perf_counter(), load_teacher(TeacherFolder(args.teacher).weights)
+            r = rollout_returns(env_fn, teacher, n, first, progress=lambda k: bar.update(task, completed=k))
+            result["teacher"] = {
+                **r,
+                "policy": f"{args.teacher} greedy (argmax logits)",
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
+            result["teacher_over_expert"] = r["return_mean"] / result["expert"]["return_mean"]
+    for who in ("expert", "teacher"):
+        if who in result:
+            s = result[who]
+            print(f"{who} over seeds {result['seeds']}: {s['return_mean']:.1f} ± {s['return_ci95']:.1f} (95 % CI; "
+                  f"std {s['return_std']:.1f}, min {min(s['returns']):.1f})")  # fmt: skip
+    if "teacher_over_expert" in result:
+        print(f"teacher / expert = {result['teacher_over_expert']:.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(args.out, result)
 
 
 if __name__ == "__main__":

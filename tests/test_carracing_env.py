@@ -58,7 +58,7 @@ def test_road_mask_covers_the_road_pixels_of_the_frame():
     assert road.sum() > 500  # the road is in view
     assert (road == grey).mean() > 0.97
     assert (road & grey).sum() / (road | grey).sum() > 0.75  # the car hides some road
-    ahead = info["road_ahead_mask"]
+    ahead = info["region_masks"]["road_ahead"]
     assert not (ahead & ~road).any() and not ahead[72:].any() and ahead.sum() > 0.5 * road[:72].sum()
 
 
@@ -107,3 +107,31 @@ def test_the_rollout_engine_drives_with_the_privileged_expert():
         by_hand.append(expert.act(info))
         _, _, _, _, info = env.step(by_hand[-1])
     assert hook.actions == by_hand and len(by_hand) == 25
+
+
+def test_road_regions_flow_from_the_env_into_the_dataset_and_the_map_metrics(tmp_path):
+    """``info["region_masks"]`` (the road ahead) is recorded with each state, survives save/load, and every map is
+    scored on it: a map that is the road-ahead mask itself has all its mass there and points inside it."""
+    import functools
+
+    import torch as th
+
+    from digr.evaluation.maps import map_quality
+    from digr.method.dataset import collect_states, load_dataset, save_dataset
+
+    class Straight(th.nn.Module):
+        def forward(self, image, side=None):
+            return th.log_softmax(th.zeros(len(image), 15).index_fill(1, th.tensor([action_index(0.0, 0)]), 3.0), -1)
+
+    env_fn = functools.partial(make_env, ID, max_episode_steps=12)
+    ds = collect_states(env_fn, Straight(), 12, seed=3)
+    save_dataset(ds, tmp_path / "ds.npz")
+    back = load_dataset(tmp_path / "ds.npz")
+    ahead = back.regions["road_ahead"]
+    assert ahead.shape == (12, 84, 96) and ahead.dtype == bool and ahead[-1].any()
+    assert np.array_equal(ahead, ds.regions["road_ahead"]) and not (ahead & ~back.target_mask).any()
+    q = map_quality(
+        th.as_tensor(ahead[-4:], dtype=th.float32), None, back.target_mask[-4:], regions={"road_ahead": ahead[-4:]}
+    )
+    assert q["mass_inside_road_ahead"]["mean"] == pytest.approx(1.0) and q["pointing_game_road_ahead"]["mean"] == 1.0
+    assert q["mass_inside"]["mean"] == pytest.approx(1.0)

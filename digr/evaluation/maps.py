@@ -39,13 +39,18 @@ def gradient_maps(policy: Policy, image: th.Tensor, side: th.Tensor | None, batc
 
 
 def map_quality(
-    maps: th.Tensor, reference: th.Tensor | None, target_mask: np.ndarray | None, top_percent: float = 10.0
+    maps: th.Tensor,
+    reference: th.Tensor | None,
+    target_mask: np.ndarray | None,
+    top_percent: float = 10.0,
+    regions: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Agreement of ``maps`` ``[B, H, W]`` with ``reference`` ``[B, H, W]`` and localisation on ``target_mask`` (bool
-    ``[B, H, W]``).
+    ``[B, H, W]``) and on each of ``regions`` (name → bool ``[B, H, W]``, e.g. CarRacing's road ahead of the car).
 
-    :returns: ``{metric: {"mean", "ci95", "n"}}`` for ``spearman``, ``iou_top{p}`` (if ``reference``) and
-        ``mass_inside``, ``pointing_game`` (if ``target_mask``); 95 % normal-approximation half-widths.
+    :returns: ``{metric: {"mean", "ci95", "n"}}`` for ``spearman``, ``iou_top{p}`` (if ``reference``),
+        ``mass_inside``, ``pointing_game`` (if ``target_mask``) and ``mass_inside_<name>``, ``pointing_game_<name>``
+        per region; 95 % normal-approximation half-widths.
     """
     out = {}
 
@@ -59,6 +64,9 @@ def map_quality(
     if target_mask is not None:
         put("mass_inside", mass_inside(maps, target_mask))
         put("pointing_game", pointing_game(maps, target_mask))
+    for name, region in (regions or {}).items():
+        put(f"mass_inside_{name}", mass_inside(maps, region))
+        put(f"pointing_game_{name}", pointing_game(maps, region))
     return out
 
 

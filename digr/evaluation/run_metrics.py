@@ -62,6 +62,7 @@ def evaluate_agents(
     teacher, students = agents["teacher"], {k: v for k, v in agents.items() if k != "teacher"}
     image, side = held.tensors(device=device)
     target = held.target_mask if held.target_mask.any() else None
+    regions = {k: v for k, v in held.regions.items() if v.any()}
     metrics = {
         "eval_episodes": episodes,
         "eval_seed": seed,
@@ -84,7 +85,7 @@ def evaluate_agents(
     ref = th.as_tensor(reference)
     for name, m in maps.items():
         metrics["maps"][name] = map_quality(
-            th.as_tensor(m), None if name == "teacher perturbation" else ref, target, top_percent
+            th.as_tensor(m), None if name == "teacher perturbation" else ref, target, top_percent, regions
         )
     student = next(iter(students.values()))
     rows = latency_rows(teacher, student, image, side, perturbation, sorted({1, e.latency_batch}), e.latency_repeats)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -54,13 +54,15 @@ def split_seed(seed: int, split: str) -> int:
 @dataclass
 class StateDataset:
     """images uint8 ``[N, C, H, W]``; side float32 ``[N, K]`` or None; teacher_logits float32 ``[N, A]``;
-    target_mask bool ``[N, H, W]``; episode int64 ``[N]`` (episode seed of each state)."""
+    target_mask bool ``[N, H, W]``; episode int64 ``[N]`` (episode seed of each state); regions: name → bool
+    ``[N, H, W]``, the env's ``info["region_masks"]`` (more ground-truth regions; empty where the env gives none)."""
 
     images: np.ndarray
     teacher_logits: np.ndarray
     target_mask: np.ndarray
     episode: np.ndarray
     side: np.ndarray | None = None
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -78,6 +80,7 @@ class StateDataset:
             self.target_mask[idx],
             self.episode[idx],
             None if self.side is None else self.side[idx],
+            {k: v[idx] for k, v in self.regions.items()},
         )
 
     def tensors(self, idx=slice(None), device: str | th.device = "cpu") -> tuple[th.Tensor, th.Tensor | None]:
@@ -122,7 +125,7 @@ class StateRecorder(Hook):
         self.n_states, self.max_per_episode, self.teacher = n_states, max_per_episode, teacher
         self.rng = np.random.default_rng(seed)
         self._episode: dict[int, list[tuple]] = {}
-        self.images, self.sides, self.logits, self.masks, self.episodes = [], [], [], [], []
+        self.images, self.sides, self.logits, self.masks, self.episodes, self.regions = [], [], [], [], [], []
 
     @property
     def full(self) -> bool:
@@ -136,7 +139,8 @@ class StateRecorder(Hook):
                 labels = self.teacher(step.image, step.side)
         for row, (i, obs, info) in enumerate(zip(step.episodes, step.obs, step.infos)):
             mask = info.get("target_mask", np.zeros(obs["image"].shape[1:], bool))
-            self._episode.setdefault(i, []).append((obs["image"], obs.get("side"), labels[row].cpu().numpy(), mask))
+            rec = (obs["image"], obs.get("side"), labels[row].cpu().numpy(), mask, info.get("region_masks", {}))
+            self._episode.setdefault(i, []).append(rec)
 
     def on_episode_end(self, episode: Episode) -> None:
         rec = self._episode.pop(episode.index)
@@ -144,12 +148,13 @@ class StateRecorder(Hook):
         if self.max_per_episode is not None and len(rec) > self.max_per_episode:
             keep = np.sort(self.rng.choice(len(rec), self.max_per_episode, replace=False))
         for k in keep[: self.n_states - len(self.images)]:
-            image, side, logits, mask = rec[k]
+            image, side, logits, mask, regions = rec[k]
             self.images.append(image)
             if side is not None:
                 self.sides.append(side)
             self.logits.append(logits)
             self.masks.append(mask)
+            self.regions.append(regions)
             self.episodes.append(episode.seed)
 
     def dataset(self) -> StateDataset:
@@ -160,6 +165,7 @@ class StateRecorder(Hook):
             np.stack(self.masks).astype(bool),
             np.asarray(self.episodes, np.int64),
             np.stack(self.sides).astype(np.float32) if self.sides else None,
+            {k: np.stack([r[k] for r in self.regions]).astype(bool) for k in self.regions[0]} if self.regions else {},
         )
 
 
@@ -210,6 +216,7 @@ def save_dataset(ds: StateDataset, path: str | Path) -> None:
     arrays = {"images": ds.images, "teacher_logits": ds.teacher_logits, "target_mask": ds.target_mask, "episode": ds.episode}
     if ds.side is not None:
         arrays["side"] = ds.side
+    arrays |= {f"region_{k}": v for k, v in ds.regions.items()}
     save_npz_atomic(arrays, path)
 
 
@@ -224,7 +231,8 @@ def load_dataset(path: str | Path) -> StateDataset:
         raise FileNotFoundError(f"dataset {path} not found; run `digr run` (stage 'dataset') first")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z.get("side", None))
+            regions = {k.removeprefix("region_"): z[k] for k in z.files if k.startswith("region_")}
+            return StateDataset(z["images"], z["teacher_logits"], z["target_mask"], z["episode"], z.get("side", None), regions)
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(
             f"dataset {path} is corrupt or incomplete ({type(e).__name__}: {e}); delete it and rerun `digr run` with the same "

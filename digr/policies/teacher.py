@@ -7,7 +7,8 @@ committed teacher under ``experiments/teachers/``) holds
   and ``train_wall_s``); DIGR reloads the teacher from these (:func:`load_teacher`, no unpickling);
 * ``teacher.zip`` — the standard SB3 zip (for SB3 tools: ``PPO.load``, rl-zoo ``enjoy``), when DIGR trained it;
 * ``provenance.json`` — the command, seed, env and teacher config the teacher was trained with;
-* ``curve.csv`` — the learning curve (:mod:`digr.policies.ppo`); ``checkpoint/`` — the resumable training state;
+* ``curve.csv`` — the learning curve (:mod:`digr.policies.ppo`), or ``imitation.json`` — the rounds of an imitation
+  teacher (:mod:`digr.policies.imitation`); ``checkpoint/`` — the resumable training state;
 * ``evaluation.json`` (committed teachers) — a recorded evaluation.
 
 :class:`SB3Teacher` adapts an SB3 policy through public API only (``policy.get_distribution(obs).distribution.logits``
@@ -46,6 +47,7 @@ __all__ = [
     "install_teacher",
     "load_teacher",
     "sb3_policy_kwargs",
+    "spaces_from",
     "teacher_spaces",
 ]
 
@@ -135,7 +137,8 @@ def teacher_spaces(env: gym.Env) -> dict:
     return {"observation": obs, "n_actions": int(env.action_space.n)}
 
 
-def _spaces_from(spec: dict) -> tuple[spaces.Dict, spaces.Discrete]:
+def spaces_from(spec: dict) -> tuple[spaces.Dict, spaces.Discrete]:
+    """The gymnasium spaces a :func:`teacher_spaces` description stands for (uint8 image Box, float32 side Box, Discrete)."""
     obs = {"image": spaces.Box(0, 255, tuple(spec["observation"]["image"]), np.uint8)}
     if "side" in spec["observation"]:
         obs["side"] = spaces.Box(-np.inf, np.inf, tuple(spec["observation"]["side"]), np.float32)
@@ -155,7 +158,7 @@ def load_teacher(path: str | Path, device: str = "cpu") -> SB3Teacher:
         raise CheckpointError(f"teacher spec {spec_path} missing; re-run `digr teacher`")
     try:
         spec = json.loads(spec_path.read_text())
-        obs_space, act_space = _spaces_from(spec["spaces"])
+        obs_space, act_space = spaces_from(spec["spaces"])
         if spec.get("policy") == "cnn":  # imported SB3 CnnPolicy zip (digr.policies.sb3_zip)
             policy = build_cnn_policy(spec)
         else:
@@ -214,7 +217,7 @@ def copy_pretrained_teacher(src_dir: str | Path, out: TeacherFolder, env_spaces:
             + ", ".join(f"{k}: {v[1]} (config has {v[0]})" for k, v in diff.items())
         )
     out.root.mkdir(parents=True, exist_ok=True)
-    for name in ("curve", "provenance", "evaluation", "sb3_zip", "spec", "weights"):
+    for name in ("curve", "imitation", "provenance", "evaluation", "sb3_zip", "spec", "weights"):
         source, target = getattr(src, name), getattr(out, name)
         if source.is_file():
             with atomic_path(target) as tmp:

@@ -42,6 +42,11 @@ class TeacherFolder:
         return self.root / "curve.csv"
 
     @property
+    def imitation(self) -> Path:
+        """The rounds of an imitation teacher (:mod:`digr.policies.imitation`): states, loss, agreement, returns."""
+        return self.root / "imitation.json"
+
+    @property
     def evaluation(self) -> Path:
         return self.root / "evaluation.json"
 

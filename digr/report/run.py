@@ -77,18 +77,23 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
         "## Saliency quality on held-out frames",
         "",
         f"{metrics['heldout_frames']} held-out frames. Agreement is with the teacher's perturbation map (Greydanus et al. "
-        f"2018); localisation is on the ground-truth target-object cells. Students: vanilla input gradient of log π(a|s) for "
-        f"their own greedy action.",
+        f"2018); localisation is on the env's ground-truth target mask (MiniGrid: the target object's cells; CarRacing: "
+        f"the road) and its other regions. Students: vanilla input gradient of log π(a|s) for their own greedy action.",
         "",
-        f"| map | Spearman ρ | IoU top-{p:g}% | mass inside target | pointing game |",
-        "|---|---|---|---|---|",
+    ]
+    regions = sorted(
+        {k.removeprefix("mass_inside_") for q in metrics["maps"].values() for k in q if k.startswith("mass_inside_")}
+    )
+    extra = "".join(f" mass inside {r} | pointing {r} |" for r in regions)
+    lines += [
+        f"| map | Spearman ρ | IoU top-{p:g}% | mass inside target | pointing game |{extra}",
+        "|---" * (5 + 2 * len(regions)) + "|",
     ]
     iou = f"iou_top{p:g}"
     for name, q in metrics["maps"].items():
-        lines.append(
-            f"| {name} | {_fmt(q.get('spearman'))} | {_fmt(q.get(iou))} | {_fmt(q.get('mass_inside'))} "
-            f"| {_fmt(q.get('pointing_game'))} |"
-        )
+        cells = [q.get(k) for k in ("spearman", iou, "mass_inside", "pointing_game")]
+        cells += [q.get(f"{m}_{r}") for r in regions for m in ("mass_inside", "pointing_game")]
+        lines.append(f"| {name} | " + " | ".join(_fmt(c) for c in cells) + " |")
     lat = metrics["latency"]
     lines += [
         "",

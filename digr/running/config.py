@@ -43,6 +43,7 @@ __all__ = [
     "EnvConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "ImitationConfig",
     "MaskConfig",
     "PerturbationConfig",
     "SaliencyBenchConfig",
@@ -139,8 +140,35 @@ class EnvConfig(Section):
         )
 
 
+class ImitationConfig(Section):
+    """Behaviour cloning + DAgger from a privileged expert (``teacher.kind: imitation``, :mod:`digr.policies.imitation`)."""
+
+    bc_episodes: int = _field(16, "round 0: episodes the expert drives (behaviour cloning data)", "episodes", gt=0)
+    dagger_rounds: int = _field(4, "DAgger rounds after behaviour cloning (0 = behaviour cloning only)", ge=0)
+    dagger_episodes: int = _field(10, "episodes per DAgger round, driven by the expert/learner mixture", "episodes", gt=0)
+    beta: float = _field(0.5, "DAgger mixture: round r lets the expert act with probability beta^r", ge=0, le=1)
+    epochs: int = _field(3, "passes over the aggregate dataset after each round", gt=0)
+    batch_size: int = _field(128, "minibatch size", "states", gt=0)
+    learning_rate: float = _field(3e-4, "Adam learning rate", gt=0)
+    label_smoothing: float = _field(
+        0.1, "cross-entropy label smoothing: keeps the teacher's action distribution from collapsing to one-hot", ge=0, lt=1
+    )
+
+
 class TeacherConfig(Section):
-    """The teacher: SB3 PPO training (hyperparameters as SB3's ``PPO``), or a ready teacher (``sb3_zip``, ``pretrained``)."""
+    """The teacher: SB3 PPO training (hyperparameters as SB3's ``PPO``), imitation of a privileged expert
+    (``kind: imitation``), or a ready teacher (``sb3_zip``, ``pretrained``)."""
+
+    kind: Literal["ppo", "imitation"] = _field(
+        "ppo", "how `digr teacher` trains it: ppo (SB3 PPO) or imitation (behaviour cloning + DAgger from teacher.expert)"
+    )
+    expert: str | None = _field(
+        None,
+        "kind imitation: the privileged expert as 'module:Class' with act(info) -> action, "
+        "e.g. 'envs.carracing:PurePursuitExpert'",
+    )
+    expert_kwargs: dict = _field(help="keyword arguments for the expert's class", factory=dict)
+    imitation: ImitationConfig = _field(help="kind imitation: behaviour cloning and DAgger", factory=ImitationConfig)
 
     total_timesteps: int = _field(204_800, "PPO training length", "env steps", gt=0)
     n_envs: int = _field(16, "parallel training environments", gt=0)
@@ -365,6 +393,11 @@ class ExperimentConfig(Section):
             )
         if t.sb3_zip and t.pretrained:
             raise ConfigError("teacher.sb3_zip and teacher.pretrained: give at most one source for a ready teacher")
+        if t.kind == "imitation" and not (t.expert or t.sb3_zip or t.pretrained):
+            raise ConfigError(
+                "teacher.expert: teacher.kind imitation needs an expert to imitate, e.g. "
+                "expert: 'envs.carracing:PurePursuitExpert' (or a ready teacher in teacher.pretrained)"
+            )
         if t.batch_size > t.n_envs * t.n_steps:
             raise ConfigError("teacher.batch_size: must be <= teacher.n_envs * teacher.n_steps (one rollout)")
         return self
@@ -555,7 +588,8 @@ def describe_config(cfg: ExperimentConfig) -> str:
         for name, f in type(model).model_fields.items():
             value = getattr(model, name)
             if isinstance(value, BaseModel):
-                doc = re.sub(r":\w+:|``|`", "", (type(value).__doc__ or "").split("\n\n")[0].replace("\n", " "))
+                doc = re.sub(r":\w+:|``|`", "", (type(value).__doc__ or "").split("\n\n")[0])
+                doc = re.sub(r"\s+", " ", doc) if not indent else f.description  # a nested section: its field's help
                 lines.append(f"{indent}{name}:  # {doc}")
                 walk(value, indent + "  ")
             elif isinstance(value, list) and value and isinstance(value[0], BaseModel):

@@ -26,12 +26,12 @@ from digr.method.dataset import SPLITS, collect_states, load_dataset, load_maps,
 from digr.method.distill import DistillData, train_student
 from digr.method.masks import penalty_mask
 from digr.policies import install_teacher, load_student, load_teacher, new_student, save_student
-from digr.policies.ppo import train_teacher
 from digr.running import outputs
 from digr.running.config import ExperimentConfig, config_to_dict, validate_attack_agents
 from digr.running.console import log, progress
 from digr.running.run_folder import RunFolder
 from digr.running.stages import Stages
+from digr.running.teacher_training import train_configured_teacher
 from digr.running.tracking import Tracker
 
 __all__ = ["Pipeline"]
@@ -63,8 +63,9 @@ class Pipeline:
         return {"teacher": self.load_teacher(), **students}
 
     def teacher(self, max_minutes: float | None = None) -> bool:
-        """Train (or resume) the PPO teacher, or install a ready one (``teacher.sb3_zip``/``pretrained``); True when finished.
-        ``max_minutes``: checkpoint, stop after that wall time. :raises CheckpointError, ConfigError: bad ready teacher."""
+        """Train (or resume) the teacher (PPO or imitation: ``teacher.kind``), or install a ready one (``teacher.sb3_zip``,
+        ``pretrained``); True when finished. ``max_minutes``: checkpoint, stop after that wall time.
+        :raises CheckpointError, ConfigError: bad ready teacher."""
         cfg, t, out = self.cfg, self.cfg.teacher, self.folder.teacher
         self.stages.preflight()  # every build stage agrees with the config before config.yml is written
         outputs.write_run_info(self.folder, cfg, __version__)
@@ -77,10 +78,8 @@ class Pipeline:
             log(f"teacher: installed {install_teacher(t, out, env)} in {out.root} (checked against the env, not unpickled)")
             env.close()
         else:
-            log(f"teacher: SB3 PPO on {cfg.env.id}, {t.total_timesteps} steps, {t.n_envs} envs")
-            report = functools.partial(outputs.teacher_progress, self.tracker, t)
-            kw = {"config": self.stages.config_for("teacher"), "on_replay": outputs.replay_progress}
-            if train_teacher(self.env_fn, t, out, cfg.seed, self.device, report, max_minutes, **kw) is None:
+            args = (cfg, out, self.env_fn, self.eval_env_fn, self.device, self.tracker, self.stages.config_for("teacher"))
+            if not train_configured_teacher(*args, max_minutes):
                 log(f"teacher: stopped at the {max_minutes:g}-minute budget; rerun to resume from {out.checkpoint_dir}")
                 return False
             outputs.write_provenance(out, cfg, __version__)
