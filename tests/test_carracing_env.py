@@ -30,6 +30,8 @@ def test_contract_spaces_and_info():
     assert obs["image"].shape == (6, 96 - HUD_ROWS, 96) and obs["image"].dtype == np.uint8  # 2 RGB frames, HUD cropped
     assert info["target_mask"].shape == (96 - HUD_ROWS, 96) and info["target_mask"].dtype == bool
     p = info["privileged"]
+    assert obs["side"].dtype == np.float32 and obs["side"][0] == pytest.approx(p["speed"] / 100) and p["speed"] < 1.0
+    assert "side" not in make_env(ID, speed_input=False).observation_space.spaces
     assert p["track"].ndim == 2 and p["track"].shape[1] == 2 and p["tile"] == 0 and p["speed"] < 1.0
     with pytest.raises(ConfigError, match="unknown keyword"):
         make_env(ID, frame_skp=2)

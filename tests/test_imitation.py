@@ -140,4 +140,4 @@ def test_carracing_teacher_trains_loads_and_resumes_exactly(tmp_path):
     assert spec["algo"] == "imitation" and spec["num_timesteps"] == 40
     teacher = load_teacher(whole.weights)
     obs, _ = env_fn().reset(seed=0)
-    assert teacher(th.as_tensor(obs["image"][None]).float() / 255).shape == (1, 15)
+    assert teacher(th.as_tensor(obs["image"][None]).float() / 255, th.as_tensor(obs["side"][None])).shape == (1, 15)
