@@ -137,3 +137,26 @@ def test_road_regions_flow_from_the_env_into_the_dataset_and_the_map_metrics(tmp
     )
     assert q["mass_inside_road_ahead"]["mean"] == pytest.approx(1.0) and q["pointing_game_road_ahead"]["mean"] == 1.0
     assert q["mass_inside"]["mean"] == pytest.approx(1.0)
+
+
+def test_skipped_renders_leave_every_observation_as_rendering_every_frame():
+    """The wrapper does not render the frames no policy sees (inside the frame skip); its observations equal CarRacing's
+    own renders of every physics step, also when the episode ends on a skipped frame (an inner limit of 7 steps ends it
+    in the first physics step of the 4th action)."""
+    import gymnasium as gym
+
+    env = make_carracing(max_episode_steps=7)  # CarRacing-v3's own TimeLimit: 7 physics steps
+    raw = gym.make("CarRacing-v3", continuous=True, max_episode_steps=7)
+    obs, info = env.reset(seed=11)
+    state, _ = raw.reset(seed=11)
+    expert, done, steps = PurePursuitExpert(), False, 0
+    while not done:
+        a = expert.act(info)
+        obs, _, terminated, truncated, info = env.step(a)
+        for _ in range(2):
+            state, _, t2, tr2, _ = raw.step(np.array(ACTIONS[a], np.float32))
+            if t2 or tr2:
+                break
+        done, steps = terminated or truncated, steps + 1
+        assert np.array_equal(obs["image"][-3:], state.transpose(2, 0, 1)[:, : 96 - HUD_ROWS])
+    assert steps == 4 and truncated
