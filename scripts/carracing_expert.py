@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import time
 from pathlib import Path
 
@@ -27,6 +28,21 @@ from digr.rollout import ExpertActor, Fingerprints, run_episodes
 from envs.carracing import PurePursuitExpert
 
 ENV = "envs.carracing:DIGR/CarRacing-v0"
+
+
+def _json_safe(obj):
+    """``obj`` with every NaN float replaced by None (JSON has no NaN; CarRacing reports no success)."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
+
+
+def _summary(done, fingerprints) -> dict:
+    """:func:`summarize` without the success fields (CarRacing reports no success)."""
+    s = summarize(done, fingerprints)
+    return {k: v for k, v in s.items() if not k.startswith("success")}
 
 
 def main() -> None:
@@ -54,6 +70,7 @@ def main() -> None:
             task = bar.add_task("teacher episodes", total=n)
             t0, teacher = time.perf_counter(), load_teacher(TeacherFolder(args.teacher).weights)
             r = rollout_returns(env_fn, teacher, n, first, progress=lambda k: bar.update(task, completed=k))
+            r = {k: v for k, v in r.items() if not k.startswith("success")}
             result["teacher"] = {
                 **r,
                 "policy": f"{args.teacher} greedy (argmax logits)",
@@ -69,7 +86,7 @@ def main() -> None:
         print(f"teacher / expert = {result['teacher_over_expert']:.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.out, result)
+        write_json_atomic(args.out, _json_safe(result))
 
 
 if __name__ == "__main__":

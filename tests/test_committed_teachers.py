@@ -31,3 +31,27 @@ def test_committed_breakout_teacher_fits_its_config_and_replays_a_recorded_game(
     eval_fn = functools.partial(make_env, cfg.env.eval_id, **eval_kwargs)
     game = attacked_rollout_returns(eval_fn, teacher, None, episodes=1, seed=seed, n_parallel=1)
     assert game["returns"][0] == evaluation["scores"][0]
+
+
+CARRACING = Path("experiments/teachers/carracing")
+
+
+@pytest.mark.skipif(not (CARRACING / "teacher.safetensors").is_file(), reason="no committed CarRacing teacher")
+def test_committed_carracing_teacher_fits_its_config_and_replays_a_recorded_track(tmp_path):
+    """The imitation teacher loads, fits experiments/carracing.yaml, was scored beside the expert on the same held-out
+    tracks, and a greedy episode on the first of them gives the committed return."""
+    from digr.evaluation.returns import rollout_returns
+
+    cfg = load_config("experiments/carracing.yaml")
+    assert Path(cfg.teacher.pretrained) == CARRACING and cfg.teacher.kind == "imitation"
+    env = make_env(cfg.env.id, **cfg.env.kwargs)
+    spaces = teacher_spaces(env)
+    env.close()
+    teacher = load_teacher(copy_pretrained_teacher(CARRACING, TeacherFolder(tmp_path / "teacher"), spaces, cfg.teacher))
+    spec = json.loads((CARRACING / "teacher.json").read_text())
+    assert spec["algo"] == "imitation" and (CARRACING / "imitation.json").is_file()
+    evaluation = json.loads((CARRACING / "evaluation.json").read_text())
+    first = int(evaluation["seeds"].split("..")[0])
+    assert first >= cfg.evaluate.seed and evaluation["teacher"]["episodes"] >= 20  # held-out tracks, not training ones
+    r = rollout_returns(functools.partial(make_env, cfg.env.id, **cfg.env.kwargs), teacher, 1, first)
+    assert r["returns"][0] == pytest.approx(evaluation["teacher"]["returns"][0], abs=1e-6)
