@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 
 import numpy as np
@@ -151,3 +152,49 @@ def test_bench_drive_reports_every_measurement(minigrid):
     rows = bench_drive(env_fn, student, student, PerturbationConfig(stride=16), label="digr", steps=5)
     assert [r["unit"] for r in rows] == ["FPS", "Hz", "ms", "FPS", "FPS"]
     assert all(r["value"] > 0 for r in rows)
+
+
+CARRACING_TEACHER = "experiments/teachers/carracing/teacher.safetensors"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+@pytest.mark.skipif(not __import__("os").path.isfile(CARRACING_TEACHER), reason="no committed CarRacing teacher")
+def test_digr_drive_serve_shows_the_road_with_its_overlay_in_a_real_browser(tmp_path):
+    """`digr drive experiments/carracing.yaml --serve 0` drives the committed teacher; headless Chromium opens the page
+    and its screenshot shows a road frame (grey road, green grass) with the saliency overlay's colours on it; Ctrl-C
+    (SIGINT) stops the command cleanly."""
+    import os
+    import signal
+    import sys
+
+    import cv2
+
+    base = ["experiments/carracing.yaml", "-o", f"run_dir={tmp_path}", "-o", "name=cr"]
+    digr = [sys.executable, "-m", "digr.cli"]
+    subprocess.run([*digr, "teacher", *base], check=True, capture_output=True, timeout=300)  # installs the committed one
+    cmd = [*digr, "drive", *base, "--agent", "teacher", "--serve", "0", "--episodes", "3"]
+    env = {**os.environ, "COLUMNS": "300"}  # one log line per message
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url = None
+        for line in proc.stdout:
+            if "live view on " in line:
+                url = line.split("live view on ")[1].split()[0]
+                break
+        assert url is not None, "digr drive printed no URL"
+        time.sleep(3)  # the car is on the road and a few frames are out
+        shot = tmp_path / "page.png"
+        cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=820,560",
+               "--virtual-time-budget=2000", f"--screenshot={shot}", url]  # fmt: skip
+        subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    page = cv2.imread(str(shot))[..., ::-1].reshape(-1, 3).astype(int)
+    grey = (np.ptp(page, axis=1) < 14) & (page[:, 0] > 85) & (page[:, 0] < 130)  # road (with little overlay on it)
+    grass = (page[:, 1] > page[:, 0] + 40) & (page[:, 1] > page[:, 2] + 40)  # CarRacing's green grass
+    hot = (page[:, 0] > 170) & (page[:, 1] > 80) & (page[:, 0] - page[:, 2] > 90)  # inferno's orange and yellow: not
+    # in CarRacing's palette (grey road, green grass, red and white kerbs, red car)
+    assert grey.mean() > 0.01 and grass.mean() > 0.02, "no CarRacing frame in the screenshot"
+    assert hot.mean() > 0.0005, "no saliency overlay on the frame"

@@ -34,12 +34,18 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
     :param sections: more markdown sections to append (saliency bench, attacks: :mod:`digr.report.bench`,
         :mod:`digr.report.attack`).
     """
-    t = metrics["teacher"]
+    t, tc = metrics["teacher"], cfg_dict["teacher"]
+    if tc.get("kind") == "imitation":
+        rounds = tc.get("imitation", {}).get("dagger_rounds", "?")
+        made = f"imitation of `{tc.get('expert')}` (behaviour cloning + {rounds} DAgger rounds), "
+        made += f"{t.get('num_timesteps', '?')} expert-labelled states"
+    else:
+        made = f"SB3 PPO, {t.get('num_timesteps', '?')} environment steps"
     actions = "greedy actions" if cfg_dict["evaluate"].get("deterministic", True) else "actions sampled from each policy"
     lines = [
         f"# DIGR run `{cfg_dict['name']}`",
         "",
-        f"Environment `{cfg_dict['env']['id']}`; teacher: SB3 PPO, {t.get('num_timesteps', '?')} environment steps; "
+        f"Environment `{cfg_dict['env']['id']}`; teacher: {made}; "
         f"seed {cfg_dict['seed']}. Method: our reconstruction of Xing et al. 2022 (arXiv 2205.08685); see README.",
         "",
     ]
