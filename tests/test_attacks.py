@@ -325,7 +325,9 @@ def test_open_loop_metrics_and_batching():
     a = open_loop_attack(pol, x, None, make_attack("fgsm", 8 / 255), batch_size=3)
     b = open_loop_attack(pol, x, None, make_attack("fgsm", 8 / 255), batch_size=10)
     assert a["n"] == 10 and 0.0 <= a["flip_rate"] <= 1.0 and a["kl_mean"] > 0
-    assert a["flip_rate"] == b["flip_rate"] and a["kl_mean"] == pytest.approx(b["kl_mean"], rel=1e-5)
+    # float32 results depend on the batch size's kernel path: the KL of batches of 3 and of 10 differed by 1.6e-5
+    # (relative) in one CI run on this CPU; a batching bug would change it by far more
+    assert a["flip_rate"] == b["flip_rate"] and a["kl_mean"] == pytest.approx(b["kl_mean"], rel=1e-4)
     assert a["linf_max"] <= 8 / 255 + 1e-6
     json.dumps(a, allow_nan=False)
 

@@ -172,7 +172,7 @@ def test_digr_drive_serve_shows_the_road_with_its_overlay_in_a_real_browser(tmp_
     base = ["experiments/carracing.yaml", "-o", f"run_dir={tmp_path}", "-o", "name=cr"]
     digr = [sys.executable, "-m", "digr.cli"]
     subprocess.run([*digr, "teacher", *base], check=True, capture_output=True, timeout=300)  # installs the committed one
-    cmd = [*digr, "drive", *base, "--agent", "teacher", "--serve", "0", "--episodes", "3"]
+    cmd = [*digr, "drive", *base, "--agent", "teacher", "--serve", "0", "--episodes", "100"]  # still driving at SIGINT
     env = {**os.environ, "COLUMNS": "300"}  # one log line per message
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
