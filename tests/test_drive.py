@@ -174,13 +174,18 @@ def test_digr_drive_serve_shows_the_road_with_its_overlay_in_a_real_browser(tmp_
     subprocess.run([*digr, "teacher", *base], check=True, capture_output=True, timeout=300)  # installs the committed one
     cmd = [*digr, "drive", *base, "--agent", "teacher", "--serve", "0", "--episodes", "100"]  # still driving at SIGINT
     env = {**os.environ, "COLUMNS": "300"}  # one log line per message
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log = (tmp_path / "drive.log").open("w")  # a file, not a pipe: an unread pipe that fills up blocks the driver
+    # SIGINT at its default in the child: a test run started in the background (`cmd &`) ignores SIGINT, and a Python
+    # started with SIGINT ignored keeps ignoring it, so Ctrl-C would never reach the driver
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=default_sigint)
     try:
-        url = None
-        for line in proc.stdout:
-            if "live view on " in line:
-                url = line.split("live view on ")[1].split()[0]
-                break
+        url, deadline = None, time.monotonic() + 120
+        while url is None and proc.poll() is None and time.monotonic() < deadline:
+            text = (tmp_path / "drive.log").read_text()
+            if "live view on " in text:
+                url = text.split("live view on ")[1].split()[0]
+            time.sleep(0.2)
         assert url is not None, "digr drive printed no URL"
         time.sleep(3)  # the car is on the road and a few frames are out
         shot = tmp_path / "page.png"
@@ -188,9 +193,10 @@ def test_digr_drive_serve_shows_the_road_with_its_overlay_in_a_real_browser(tmp_
                "--virtual-time-budget=2000", f"--screenshot={shot}", url]  # fmt: skip
         subprocess.run(cmd, capture_output=True, timeout=120, check=True)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
+        assert proc.wait(timeout=60) == 130, (tmp_path / "drive.log").read_text()[-2000:]
     finally:
         proc.kill()
+        log.close()
     page = cv2.imread(str(shot))[..., ::-1].reshape(-1, 3).astype(int)
     grey = (np.ptp(page, axis=1) < 14) & (page[:, 0] > 85) & (page[:, 0] < 130)  # road (with little overlay on it)
     grass = (page[:, 1] > page[:, 0] + 40) & (page[:, 1] > page[:, 2] + 40)  # CarRacing's green grass
