@@ -39,10 +39,9 @@ def _json_safe(obj):
     return None if isinstance(obj, float) and math.isnan(obj) else obj
 
 
-def _summary(done, fingerprints) -> dict:
-    """:func:`summarize` without the success fields (CarRacing reports no success)."""
-    s = summarize(done, fingerprints)
-    return {k: v for k, v in s.items() if not k.startswith("success")}
+def _no_success(summary: dict) -> dict:
+    """A returns summary without the success fields (CarRacing reports no success)."""
+    return {k: v for k, v in summary.items() if not k.startswith("success")}
 
 
 def main() -> None:
@@ -70,7 +69,7 @@ def main() -> None:
             task = bar.add_task("teacher episodes", total=n)
             t0, teacher = time.perf_counter(), load_teacher(TeacherFolder(args.teacher).weights)
             r = rollout_returns(env_fn, teacher, n, first, progress=lambda k: bar.update(task, completed=k))
-            r = {k: v for k, v in r.items() if not k.startswith("success")}
+            r = _no_success(r)
             result["teacher"] = {
                 **r,
                 "policy": f"{args.teacher} greedy (argmax logits)",

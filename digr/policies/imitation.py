@@ -42,7 +42,7 @@ from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from digr.checkpoint import load_training_state, save_module, save_npz_atomic, save_training_state, write_text_atomic
 from digr.contracts import weights_finite
 from digr.errors import CheckpointError, ConfigError, NonFiniteError
-from digr.policies.teacher import SB3Teacher, sb3_policy_kwargs, spaces_from, teacher_spaces
+from digr.policies.teacher import SB3Teacher, sb3_policy_kwargs, spaces_from, teacher_spec
 from digr.policies.teacher_folder import TeacherFolder
 from digr.rollout import Act, Episode, Hook, Step, run_episodes
 
@@ -244,10 +244,7 @@ def train_imitation(
     :raises NonFiniteError: the loss or the weights became non-finite.
     """
     im, expert = cfg.imitation, load_expert(cfg.expert, cfg.expert_kwargs)
-    env0 = env_fn()
-    spec = {"spaces": teacher_spaces(env0), "algo": "imitation", "expert": cfg.expert, "expert_kwargs": cfg.expert_kwargs}
-    env0.close()
-    spec["policy_kwargs"] = {"cell": cfg.cell, "features_dim": cfg.features_dim, "arch": cfg.arch}
+    spec = {**teacher_spec(cfg, env_fn, "imitation"), "expert": cfg.expert, "expert_kwargs": cfg.expert_kwargs}
     th.manual_seed(seed)
     obs_space, act_space = spaces_from(spec["spaces"])
     kwargs = sb3_policy_kwargs(cfg.arch, cfg.cell, cfg.features_dim, cfg.channels)

@@ -51,8 +51,7 @@ from digr.checkpoint import (
 )
 from digr.contracts import weights_finite
 from digr.errors import CheckpointError, NonFiniteError
-from digr.policies.nets import DEFAULT_GRID_CHANNELS
-from digr.policies.teacher import sb3_policy_kwargs, teacher_spaces
+from digr.policies.teacher import sb3_policy_kwargs, teacher_spec
 from digr.policies.teacher_folder import TeacherFolder
 from digr.rollout import replay_actions
 
@@ -296,13 +295,7 @@ def train_teacher(
         model.num_timesteps = int(resume["num_timesteps"])
         wall0 = float(resume["wall_s"])
     done_steps = model.num_timesteps
-    policy_spec = {"cell": cfg.cell, "features_dim": cfg.features_dim, "arch": cfg.arch}
-    if tuple(cfg.channels) != DEFAULT_GRID_CHANNELS:  # written only when not the default, so older DIGR versions read the spec
-        policy_spec["channels"] = list(cfg.channels)
-    spec = {"spaces": None, "policy_kwargs": policy_spec, "algo": "sb3-ppo"}
-    env0 = env_fn()
-    spec["spaces"] = teacher_spaces(env0)
-    env0.close()
+    spec = teacher_spec(cfg, env_fn, "sb3-ppo")
 
     remaining = cfg.total_timesteps - done_steps
     if remaining > 0:

@@ -49,6 +49,7 @@ __all__ = [
     "sb3_policy_kwargs",
     "spaces_from",
     "teacher_spaces",
+    "teacher_spec",
 ]
 
 #: Architecture fields of a teacher spec (``teacher.json`` ``policy_kwargs``) and their values where a spec omits them.
@@ -126,6 +127,20 @@ def sb3_policy_kwargs(arch: str = "grid", cell: int = 8, features_dim: int = 256
         "share_features_extractor": True,
         "normalize_images": True,
     }
+
+
+def teacher_spec(cfg, env_fn, algo: str) -> dict:
+    """The ``teacher.json`` of a teacher trained from the config section ``cfg`` (architecture fields) on the envs
+    ``env_fn`` makes (one is made and closed to read its spaces): ``{"spaces", "policy_kwargs", "algo"}``.
+    ``channels`` is written only when it differs from the default, so older DIGR versions read the spec."""
+    policy_spec = {"cell": cfg.cell, "features_dim": cfg.features_dim, "arch": cfg.arch}
+    if tuple(cfg.channels) != DEFAULT_GRID_CHANNELS:
+        policy_spec["channels"] = list(cfg.channels)
+    env = env_fn()
+    try:
+        return {"spaces": teacher_spaces(env), "policy_kwargs": policy_spec, "algo": algo}
+    finally:
+        env.close()
 
 
 def teacher_spaces(env: gym.Env) -> dict:
