@@ -49,22 +49,23 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.box2d import car_racing as _cr
 
-__all__ = ["ACTIONS", "HUD_ROWS", "CarRacingPixels", "PurePursuitExpert", "make_carracing"]
+from envs.driving_actions import ACTIONS, LONGITUDINAL, STEERS, action_index
 
-STEERS = (-1.0, -0.5, 0.0, 0.5, 1.0)
-LONGITUDINAL = ((0.5, 0.0), (0.0, 0.0), (0.0, 0.8))  # (gas, brake): gas, coast, brake
-#: The categorical action set: index → (steer, gas, brake) of CarRacing's continuous action.
-ACTIONS = tuple((s, g, b) for s in STEERS for g, b in LONGITUDINAL)
+__all__ = [
+    "ACTIONS",
+    "HUD_ROWS",
+    "LONGITUDINAL",
+    "STEERS",
+    "CarRacingPixels",
+    "PurePursuitExpert",
+    "action_index",
+    "make_carracing",
+]
+
 SPEED_SCALE = 100.0  # world units per second per unit of the speed side input
 HUD_ROWS = 12  # bottom rows of the 96×96 state frame drawn over by the HUD (5/40 of the window height)
 _KERB_COLOURS = ((255, 255, 255), (255, 0, 0))
 _SUPERSAMPLE = 4
-
-
-def action_index(steer: float, longitudinal: int) -> int:
-    """Index in :data:`ACTIONS` of the nearest steering value and the longitudinal command (0 gas, 1 coast, 2 brake)."""
-    s = int(np.argmin([abs(steer - v) for v in STEERS]))
-    return s * len(LONGITUDINAL) + int(longitudinal)
 
 
 class CarRacingPixels(gym.Wrapper):
@@ -213,16 +214,19 @@ class PurePursuitExpert:
     steering command is ``gain · atan2(lateral, forward)`` of that point in the car's frame, clipped to [−1, 1] and
     rounded to the nearest steering bin. Speed: the target speed falls with the track's heading change over the next
     ``preview`` points (``v_max`` on straights, down to ``v_min`` in hairpins); gas below it, brake more than
-    ``margin`` above it, coast between.
+    ``margin`` above it, coast between. At full lock (|steer| > 0.75) it coasts instead of accelerating, because
+    throttle at full lock spins the rear-wheel-drive car, but only above ``spin_speed``: below it, full lock with gas
+    is how the car turns around after a spin or off the road (coasting there left the car standing still for the rest
+    of the episode, and a learner imitating that label copied the deadlock).
 
     :param lookahead: points ahead to aim at (points are ``21/6`` world units apart).
     :raises KeyError: ``info`` lacks ``privileged`` (not a CarRacingPixels env).
     """
 
     def __init__(self, lookahead: int = 6, gain: float = 1.0, v_max: float = 110.0, v_min: float = 45.0,
-                 preview: int = 16, turn_for_min: float = 1.6, margin: float = 10.0):  # fmt: skip
+                 preview: int = 16, turn_for_min: float = 1.6, margin: float = 10.0, spin_speed: float = 15.0):  # fmt: skip
         self.lookahead, self.gain, self.v_max, self.v_min = lookahead, gain, v_max, v_min
-        self.preview, self.turn_for_min, self.margin = preview, turn_for_min, margin
+        self.preview, self.turn_for_min, self.margin, self.spin_speed = preview, turn_for_min, margin, spin_speed
 
     def act(self, info: dict) -> int:
         """The expert's action index for the state described by ``info["privileged"]``."""
@@ -240,7 +244,10 @@ class PurePursuitExpert:
         speed = p["speed"]
         longitudinal = 0 if speed < v_target else (2 if speed > v_target + self.margin else 1)
         if abs(steer) > 0.75 and longitudinal == 0:
-            longitudinal = 1  # full lock with throttle spins the rear-wheel-drive car: coast through it
+            if speed > self.spin_speed:
+                longitudinal = 1  # full lock with throttle spins the rear-wheel-drive car: coast through it
+            else:
+                steer = math.copysign(0.5, steer)  # nearly stopped: pull away at half lock (full lock + gas spins)
         return action_index(steer, longitudinal)
 
     @staticmethod

@@ -84,6 +84,34 @@ def test_the_expert_drives_a_lap():
     assert math.isfinite(total)
 
 
+@pytest.mark.integration
+def test_the_expert_pulls_away_from_a_standstill_facing_off_the_track():
+    """The car stopped and turned 90° off the track's direction: the expert must not coast at full lock (that label
+    kept the car standing for the rest of the episode, -60 in 300 steps, and a DAgger learner copied the deadlock); it
+    pulls away at half lock and gets back to collecting tiles."""
+    env = make_carracing(road_mask=False)
+    _, info = _drive(env, 60, seed=100000)
+    car = env.unwrapped.car
+    centre = car.hull.position
+    for body in [car.hull, *car.wheels]:  # rotate the car 90° about its centre, at rest
+        body.linearVelocity, body.angularVelocity = (0, 0), 0
+        dx, dy = body.position[0] - centre[0], body.position[1] - centre[1]
+        body.position = (centre[0] - dy, centre[1] + dx)
+        body.angle += math.pi / 2
+    for wheel in car.wheels:
+        wheel.omega = 0
+    _, _, _, _, info = env.step(action_index(0.0, 1))
+    expert = PurePursuitExpert()
+    assert info["privileged"]["speed"] < 1.0 and abs(ACTIONS[expert.act(info)][0]) < 1.0  # not full lock from rest
+    total = 0.0
+    for _ in range(300):
+        _, reward, terminated, truncated, info = env.step(expert.act(info))
+        total += reward
+        if terminated or truncated:
+            break
+    assert total > 200  # back on the track collecting tiles (the old rule: -60, standing still throughout)
+
+
 def test_the_rollout_engine_drives_with_the_privileged_expert():
     """An ExpertActor gets each row's info: the engine's episode equals the expert driving the env by hand."""
     from digr.rollout import ExpertActor, Hook, run_episodes
