@@ -116,7 +116,7 @@ def test_close_stops_sensors_then_destroys_its_actors_then_restores_settings(ser
     env.close()  # idempotent
 
 
-def test_reset_destroys_only_its_own_actors_and_loads_the_world_at_most_once(server, monkeypatch):
+def test_reset_destroys_only_its_own_actors_and_loads_the_world_at_most_once(server):
     import carla
 
     with _env(server, town="Town01") as env:  # another map than the server's: loaded once, here
@@ -155,7 +155,7 @@ def test_late_and_out_of_order_frames_are_matched_by_frame_id(server):
         for _ in range(4):
             obs, *_, info = env.step(action_index(0.0, 1))
             assert _pixel(obs) == info["privileged"]["frame"] % 251
-        assert env._rgb.early > 0  # a frame from the future was kept for its own step
+        assert env._rgb.stale > 0  # the real frame of a step whose future-stamped copy came first is discarded later
 
 
 def test_a_dropped_frame_ends_the_step_with_a_named_error_not_a_hang(server):
@@ -263,6 +263,7 @@ def _fake_agents(monkeypatch, control):
     class BasicAgent:
         def __init__(self, vehicle, target_speed=20, opt_dict=None, map_inst=None, grp_inst=None):
             seen["agent"] = (vehicle.id, target_speed, map_inst)
+            seen["options"], seen["grp"] = opt_dict, grp_inst
 
         def set_global_plan(self, plan, stop_waypoint_creation=True, clean_queue=True):
             seen["plan"] = plan
@@ -270,12 +271,18 @@ def _fake_agents(monkeypatch, control):
         def run_step(self):
             return control
 
-    basic = types.ModuleType("agents.navigation.basic_agent")
-    basic.BasicAgent = BasicAgent
-    local = types.ModuleType("agents.navigation.local_planner")
-    local.RoadOption = types.SimpleNamespace(LANEFOLLOW=4)
-    for name, mod in {"agents": types.ModuleType("agents"), "agents.navigation": types.ModuleType("agents.navigation"),
-                      "agents.navigation.basic_agent": basic, "agents.navigation.local_planner": local}.items():  # fmt: skip
+    class GlobalRoutePlanner:
+        def __init__(self, wmap, sampling_resolution):
+            seen.setdefault("planners", []).append(sampling_resolution)
+
+    modules = {name: types.ModuleType(name) for name in ("agents", "agents.navigation", "agents.navigation.basic_agent",
+                                                          "agents.navigation.local_planner",
+                                                          "agents.navigation.global_route_planner")}  # fmt: skip
+    modules["agents"].__path__ = modules["agents.navigation"].__path__ = []
+    modules["agents.navigation.basic_agent"].BasicAgent = BasicAgent
+    modules["agents.navigation.local_planner"].RoadOption = types.SimpleNamespace(LANEFOLLOW=4)
+    modules["agents.navigation.global_route_planner"].GlobalRoutePlanner = GlobalRoutePlanner
+    for name, mod in modules.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return seen
 
@@ -293,6 +300,10 @@ def test_the_basic_agent_labels_every_state(server, monkeypatch):
         assert seen["agent"][1] == pytest.approx(6.0 * 3.6)  # km/h: the reward's target speed
         plan = seen["plan"]
         assert len(plan) == len(env._route.points) and all(opt == 4 for _, opt in plan)
+        assert [w for w, _ in plan] == env._route.waypoints  # the route's own waypoints, not re-projected points
+        assert seen["options"]["dt"] == pytest.approx(0.05) and seen["options"]["ignore_traffic_lights"]
+        env.reset(seed=1)
+        assert len(seen["planners"]) == 1 and seen["grp"] is env._planner  # one route planner per env
         _, *_, info = env.step(action_index(0.0, 1))
         assert expert.act(info) == action_index(0.5, 0)
     with _env(server) as env:
@@ -303,6 +314,18 @@ def test_the_basic_agent_labels_every_state(server, monkeypatch):
     monkeypatch.setitem(sys.modules, "agents.navigation.basic_agent", None)
     with _env(server, expert=True) as env, pytest.raises(CarlaConfigError, match="agents"):
         env.reset(seed=0)
+
+
+def test_frame_queue_matches_frame_ids():
+    from envs.carla.sensors import FrameQueue
+
+    q = FrameQueue("cam")
+    for f in (3, 5, 4):  # a stale frame, one from the future, then the one asked for
+        q.put(types.SimpleNamespace(frame=f))
+    assert q.get(4, 0.1).frame == 4 and q.stale == 1 and q.early == 1
+    assert q.get(5, 0.1).frame == 5  # kept for its own step
+    with pytest.raises(SensorTimeout, match=r"'cam' sent no data for frame 6 .*newest: frame 5"):
+        q.get(6, 0.05)
 
 
 def test_sigterm_closes_live_envs(server):
@@ -352,3 +375,102 @@ def test_digr_names_an_unreachable_server_on_the_real_wheel(tmp_path):
     assert f"no CARLA server answered at 127.0.0.1:{port}" in out.stdout + out.stderr
     assert "Traceback" not in out.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_a_failure_after_sync_mode_in_init_still_restores_the_server(server, monkeypatch):
+    from envs.carla.env import CarlaEnv
+
+    def broken(self):
+        raise RuntimeError("time-out of 300ms while waiting for the simulator")
+
+    monkeypatch.setattr(carla_fake.World, "get_blueprint_library", broken)
+    with pytest.raises(CarlaUnavailable, match=str(server.port)):
+        CarlaEnv(host="127.0.0.1", port=server.port, **FAST)
+    assert ("apply_settings", True, 0.05) in server.calls  # it was switched on, then restored
+    assert not server.settings.synchronous_mode and not server.tm_sync
+
+
+def test_an_interrupted_close_still_restores_the_server(server, monkeypatch):
+    env = _env(server)
+    env.reset(seed=0)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(env, "_tick", interrupted)  # Ctrl-C while close() waits for the destroy tick
+    with pytest.raises(KeyboardInterrupt):
+        env.close()
+    assert not server.settings.synchronous_mode and not server.tm_sync
+
+
+def test_an_env_dropped_without_close_is_restored_at_exit(server):
+    import gc
+
+    from envs.carla import env as carla_env
+
+    env = _env(server)
+    env.reset(seed=0)
+    del env
+    gc.collect()
+    assert server.settings.synchronous_mode  # nobody closed it yet
+    carla_env._close_all()  # what atexit runs
+    assert not server.settings.synchronous_mode and not server.actors
+
+
+def test_a_server_already_in_sync_mode_is_refused_unless_taken_over(server):
+    first = _env(server)  # a client that ticks the server (or died while ticking it)
+    with pytest.raises(CarlaError, match="already in synchronous mode"):
+        _env(server)
+    assert server.settings.synchronous_mode  # the refusal changed nothing
+    taken = _env(server, takeover=True)
+    taken.reset(seed=0)
+    taken.close()
+    assert not server.settings.synchronous_mode  # left asynchronous, not "restored" to the other client's sync mode
+    first.session.active = False  # its settings are already gone; do not restore them over the test's
+    first.close()
+
+
+def test_a_refused_call_is_not_reported_as_a_dead_server(server, monkeypatch):
+    def refused(self, *args, **kwargs):
+        raise RuntimeError("Spawn failed because of collision at spawn position")
+
+    with _env(server) as env:
+        monkeypatch.setattr(carla_fake.World, "spawn_actor", refused)
+        with pytest.raises(CarlaError, match="refused a call: Spawn failed") as e:
+            env.reset(seed=0)
+        assert not isinstance(e.value, CarlaUnavailable)
+
+
+def test_an_unresolvable_host_is_a_named_error_on_the_real_wheel():
+    from envs.carla.connection import connect
+
+    t0 = time.monotonic()
+    with pytest.raises(CarlaUnavailable, match=r"no-such-host\.invalid:2000"):
+        connect("no-such-host.invalid", 2000, timeout=0.3, retries=0)
+    assert time.monotonic() - t0 < 30
+
+
+SIGTERM_SCRIPT = """
+import json, os, signal, sys
+sys.path.insert(0, {tests!r})
+import carla_fake
+server = carla_fake.FakeServer(carla_fake.TOWN_SMALL_XODR, port={port})
+fake = carla_fake.make_fake_carla(server)
+sys.modules["carla"], sys.modules["carla.command"] = fake, fake.command
+from envs.carla.env import CarlaEnv
+env = CarlaEnv(host="127.0.0.1", port={port}, timeout=0.3, retries=0, tick_timeout=0.3, sensor_timeout=0.3,
+               warmup_ticks=2, route_length=60.0)
+env.reset(seed=0)
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+finally:
+    print(json.dumps({{"sync": server.settings.synchronous_mode, "tm_sync": server.tm_sync, "actors": len(server.actors)}}))
+"""
+
+
+def test_a_real_sigterm_restores_the_server_and_exits_143():
+    port = _free_port()
+    script = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent), port=port)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 143, out.stdout + out.stderr
+    assert '{"sync": false, "tm_sync": false, "actors": 0}' in out.stdout

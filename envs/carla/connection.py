@@ -19,7 +19,7 @@ import importlib
 import time
 from collections.abc import Callable
 
-from envs.carla.errors import CarlaUnavailable, CarlaVersionMismatch
+from envs.carla.errors import CarlaError, CarlaUnavailable, CarlaVersionMismatch
 
 __all__ = ["SyncSession", "connect", "import_carla"]
 
@@ -44,24 +44,24 @@ def connect(host: str, port: int, timeout: float = 10.0, retries: int = 3, backo
     """Connect to the CARLA server at ``host:port``.
 
     :param timeout: seconds each attempt waits for the server (``client.set_timeout``), > 0.
-    :param retries: further attempts after the first, ≥ 0; attempt k waits ``backoff · 2^k`` seconds before it.
+    :param retries: further attempts after the first, ≥ 0; retry k = 1, 2, … waits ``backoff · 2^(k−1)`` seconds first.
     :param check_version: refuse a server whose version differs from the client wheel's.
     :returns: ``(client, world)``.
     :raises CarlaUnavailable: no answer after ``retries + 1`` attempts (worst case ≈ ``(retries + 1) · timeout`` +
         the backoff sleeps); the message names host and port. :raises CarlaVersionMismatch: versions differ.
     """
     carla = import_carla()
-    client = carla.Client(host, int(port))
-    client.set_timeout(float(timeout))
     last: Exception | None = None
     for attempt in range(retries + 1):
         if attempt:
             sleep(backoff * 2 ** (attempt - 1))
-        try:
+        try:  # the wheel raises a plain RuntimeError: "time-out of ...ms while waiting ...", "resolve: Host not found"
+            client = carla.Client(host, int(port))
+            client.set_timeout(float(timeout))
             server_version = client.get_server_version()
             world = client.get_world()
             break
-        except RuntimeError as e:  # the wheel raises a plain RuntimeError ("time-out of ...ms while waiting ...")
+        except RuntimeError as e:
             last = e
     else:
         raise CarlaUnavailable(
@@ -79,35 +79,55 @@ def connect(host: str, port: int, timeout: float = 10.0, retries: int = 3, backo
 
 
 class SyncSession:
-    """Synchronous mode for one env, undone by :meth:`restore`.
+    """Synchronous mode for one env: :meth:`apply` switches it on, :meth:`restore` undoes it.
 
     :param client: a ``carla.Client``. :param world: its ``carla.World``.
     :param fixed_delta_seconds: simulated seconds per tick, > 0 (default 0.05 s = 20 Hz).
     :param tm_port: the Traffic Manager's port. :param seed: the Traffic Manager's random seed.
+    :param takeover: accept a server that is already synchronous (another client ticks it, or one died while ticking
+        it) and leave it asynchronous on restore; without it such a server is refused, because two ticking clients
+        corrupt each other's frames and restoring "the original" would put the server back into synchronous mode.
+    :raises CarlaError: the server is already synchronous and ``takeover`` is false.
     ``restore`` never raises: a server that has gone away cannot be restored, which is recorded in ``errors``.
     """
 
-    def __init__(self, client, world, fixed_delta_seconds: float, tm_port: int, seed: int):
-        self.client, self.world, self.tm_port = client, world, tm_port
+    def __init__(self, client, world, fixed_delta_seconds: float, tm_port: int, seed: int, takeover: bool = False):
+        self.client, self.world, self.tm_port, self.seed = client, world, int(tm_port), int(seed)
+        self.fixed_delta_seconds = float(fixed_delta_seconds)
         self.original = world.get_settings()
+        if self.original.synchronous_mode:
+            if not takeover:
+                raise CarlaError(
+                    "the CARLA server is already in synchronous mode: another client is ticking it, or one died while "
+                    "ticking it. Stop the other client (or restart the server: docker compose -f docker/compose.yml "
+                    "restart carla-server), or set env.kwargs.takeover: true to take it over"
+                )
+            self.original.synchronous_mode = False  # what it should be once nobody ticks it
         self.errors: list[str] = []
         self.active = False
-        settings = world.get_settings()
-        settings.synchronous_mode = True
-        settings.fixed_delta_seconds = float(fixed_delta_seconds)
-        self.tm = client.get_trafficmanager(int(tm_port))
-        self.tm.set_synchronous_mode(True)
-        self.tm.set_random_device_seed(int(seed))
-        world.apply_settings(settings)
+        self.tm = None
+
+    def apply(self) -> None:
+        """Switch the Traffic Manager (seeded) and the world to synchronous mode with the fixed step. Marked active
+        before the first call, so a failure half-way is still restored."""
         self.active = True
+        settings = self.world.get_settings()
+        settings.synchronous_mode = True
+        settings.fixed_delta_seconds = self.fixed_delta_seconds
+        self.tm = self.client.get_trafficmanager(self.tm_port)
+        self.tm.set_synchronous_mode(True)
+        self.tm.set_random_device_seed(self.seed)
+        self.world.apply_settings(settings)
 
     def restore(self) -> None:
         """Put the Traffic Manager back in asynchronous mode and apply the world's original settings (once)."""
         if not self.active:
             return
         self.active = False
-        for what, call in (("traffic manager asynchronous", lambda: self.tm.set_synchronous_mode(False)),
-                           ("original world settings", lambda: self.world.apply_settings(self.original))):  # fmt: skip
+        steps = [("original world settings", lambda: self.world.apply_settings(self.original))]
+        if self.tm is not None:
+            steps.insert(0, ("traffic manager asynchronous", lambda: self.tm.set_synchronous_mode(False)))
+        for what, call in steps:
             try:
                 call()
             except RuntimeError as e:

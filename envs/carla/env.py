@@ -12,10 +12,11 @@ Protocol (synchronous, one ticking client)
     ``frame`` (:class:`envs.carla.sensors.FrameQueue`: stale frames discarded, a sensor that does not deliver within
     ``sensor_timeout`` ends the step with :class:`SensorTimeout`, not a hang). :meth:`CarlaEnv.reset` stops this env's
     sensors, destroys only the actors this env spawned in one ``apply_batch_sync``, ticks, respawns the car at a
-    seeded spawn point (bounded retries over other points), attaches the sensors and runs ``warmup_ticks`` ticks
-    (the car drops onto the road) before the first observation. :meth:`CarlaEnv.close` (also ``with`` blocks,
-    interpreter exit and SIGTERM) destroys the actors and restores the server's original settings and the Traffic
-    Manager's asynchronous mode.
+    seeded spawn point with a route ahead (bounded retries over other points), attaches the sensors and runs
+    ``warmup_ticks`` ticks (the car drops onto the road) before the tick of the first observation.
+    :meth:`CarlaEnv.close` (also ``with`` blocks, interpreter exit and SIGTERM) destroys the actors and restores the
+    server's original settings and the Traffic Manager's asynchronous mode; a server found already synchronous (another
+    client ticks it, or one died) is refused unless ``takeover``.
 
 Observation
     ``{"image": uint8 [3·frame_stack, height, width]}`` — the last ``frame_stack`` RGB frames of a front camera
@@ -29,7 +30,9 @@ Actions (Discrete 15): the driving set of :mod:`envs.driving_actions` (5 steerin
 Reward and termination (:mod:`envs.carla.route`, weights in ``env.kwargs.reward``; Roach-style, Zhang et al. 2021)
     Speed tracking along the route minus lateral (per metre) and heading (per radian) penalties; the episode
     terminates on a collision, more than ``reward.max_lateral`` metres (default 2) from the route's centre line, or
-    at the route's end (``route_length`` metres), and is truncated after ``max_steps`` steps.
+    at the route's end (``route_length`` metres), and is truncated after ``max_steps`` steps. A collision is reported
+    at the step whose tick it happened in, or one step later when its callback arrives after that step read the queue;
+    one on an episode's last step that arrives late is not reported.
 
 Info
     ``target_mask``: bool ``[height, width]`` road pixels (CARLA's semantic tags Roads and RoadLines) of a semantic
@@ -38,7 +41,8 @@ Info
     ``speed`` m/s, ``velocity`` (vx, vy) m/s, ``route_ahead`` float64 ``[10, 2]`` (the next route points, m),
     ``lateral`` m, ``heading_error`` rad, ``along`` and ``remaining`` m, ``frame`` (the server's frame id), and
     ``expert_action`` (int, when ``expert``: CARLA's ``BasicAgent`` following the same route, for imitation).
-    ``reward_terms``: the weighted terms of the step's reward.
+    ``reward_terms``: the weighted terms of the step's reward. ``collision``: the other actor's type id, on the
+    step that ends with a collision.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ import math
 import os
 import signal
 import threading
-import weakref
+import warnings
 from collections import deque
 from typing import ClassVar
 
@@ -61,7 +65,7 @@ from envs.carla.connection import SyncSession, connect, import_carla
 from envs.carla.errors import CarlaConfigError, CarlaError, CarlaUnavailable, TickTimeout
 from envs.carla.route import RewardWeights, Route, route_reward
 from envs.carla.sensors import EventQueue, FrameQueue
-from envs.driving_actions import ACTIONS, STEERS, nearest_action
+from envs.driving_actions import ACTIONS, nearest_action
 
 __all__ = ["ROAD_TAGS", "CarlaEnv", "make_carla"]
 
@@ -69,6 +73,11 @@ __all__ = ["ROAD_TAGS", "CarlaEnv", "make_carla"]
 ROAD_TAGS = (1, 24)
 SPEED_SCALE = 10.0  # m/s per unit of the speed side input
 _ROUTE_AHEAD = 10
+
+
+def _number(value) -> bool:
+    """A real number (bools and strings are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _env_port() -> int:
@@ -99,7 +108,8 @@ class CarlaEnv(gym.Env):
         seconds before the first retry (doubling). :param tick_timeout: seconds ``world.tick`` may take.
     :param sensor_timeout: seconds a sensor may take to deliver a ticked frame. :param spawn_retries: spawn points
         tried before giving up. :param warmup_ticks: ticks after spawning, before the first observation.
-    :param check_version: refuse a server of another CARLA version.
+    :param check_version: refuse a server of another CARLA version. :param takeover: accept a server that is already
+        synchronous (:class:`envs.carla.connection.SyncSession`). :param load_timeout: seconds ``load_world`` may take.
     :raises CarlaConfigError: a bad argument. :raises CarlaUnavailable: no server, or it went away.
     :raises CarlaVersionMismatch: server and wheel differ. :raises TickTimeout, SensorTimeout: during ``step``.
     """
@@ -113,18 +123,20 @@ class CarlaEnv(gym.Env):
                  max_steer: float = 0.7, vehicle: str = "vehicle.tesla.model3", semantic: bool = True,
                  expert: bool = False, timeout: float = 10.0, retries: int = 3, backoff: float = 2.0,
                  tick_timeout: float = 10.0, sensor_timeout: float = 2.0, spawn_retries: int = 10,
-                 warmup_ticks: int = 10, check_version: bool = True, render_mode: str | None = None):  # fmt: skip
+                 warmup_ticks: int = 10, check_version: bool = True, takeover: bool = False,
+                 load_timeout: float = 60.0, render_mode: str | None = None):  # fmt: skip
         positive = {"width": width, "height": height, "fov": fov, "frame_stack": frame_stack, "max_steps": max_steps,
                     "fixed_delta_seconds": fixed_delta_seconds, "route_length": route_length,
                     "route_spacing": route_spacing, "timeout": timeout, "tick_timeout": tick_timeout,
-                    "sensor_timeout": sensor_timeout, "spawn_retries": spawn_retries}  # fmt: skip
+                    "sensor_timeout": sensor_timeout, "spawn_retries": spawn_retries,
+                    "load_timeout": load_timeout}  # fmt: skip
         for name, value in positive.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (_number(value) and math.isfinite(value) and value > 0):
                 raise CarlaConfigError(f"env.kwargs.{name}={value!r} must be a positive number")
         for name, value in {"throttle": throttle, "brake": brake, "max_steer": max_steer}.items():
-            if not 0 < value <= 1:
-                raise CarlaConfigError(f"env.kwargs.{name}={value!r} must be in (0, 1]")
-        if retries < 0 or warmup_ticks < 0 or backoff < 0:
+            if not (_number(value) and 0 < value <= 1):
+                raise CarlaConfigError(f"env.kwargs.{name}={value!r} must be a number in (0, 1]")
+        if not all(_number(v) and v >= 0 for v in (retries, warmup_ticks, backoff)):
             raise CarlaConfigError("env.kwargs.retries, warmup_ticks and backoff must be >= 0")
         try:
             self.weights = RewardWeights(**(reward or {}))
@@ -148,35 +160,54 @@ class CarlaEnv(gym.Env):
         self._actors: list = []  # this env's actors, sensors first
         self._sensors: list = []
         self._frames: deque = deque(maxlen=self.frame_stack)
-        self._closed, self.session, self.loaded_world = False, None, False
+        self._closed, self.session, self.loaded_world, self._planner = False, None, False, None
+        self.fixed_delta_seconds = float(fixed_delta_seconds)
         self._car = self._route = self._agent = None
         self._steps, self._last_rgb = 0, None
         self.carla = import_carla()
         self.client, self.world = connect(self.host, self.port, timeout, retries, backoff, check_version)
-        if town is not None and not self._call(lambda: self.world.get_map().name).endswith(str(town)):
-            self.world = self._call(lambda: self.client.load_world(str(town)))
-            self.loaded_world = True
-        self.session = self._call(lambda: SyncSession(self.client, self.world, fixed_delta_seconds, self.tm_port, 0))
-        self.map = self._call(self.world.get_map)
-        _LIVE.add(self)
+        _LIVE.add(self)  # from here on, close() (also at exit and on SIGTERM) puts the server back
+        _install_sigterm_handler()
+        try:
+            if town is not None and self._call(lambda: self.world.get_map().name).rsplit("/", 1)[-1] != str(town):
+                self.client.set_timeout(float(load_timeout))  # loading a town takes longer than an RPC call
+                self.world = self._call(lambda: self.client.load_world(str(town)))
+                self.client.set_timeout(float(timeout))
+                self.loaded_world = True
+            self.session = self._call(lambda: SyncSession(self.client, self.world, fixed_delta_seconds, self.tm_port, 0,
+                                                          takeover))  # fmt: skip
+            self._call(self.session.apply)
+            self.map = self._call(self.world.get_map)
+            self._library = self._call(self.world.get_blueprint_library)
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------------------------------------- plumbing
     def _call(self, fn):
-        """Run a server call; a RuntimeError from the wheel (the server went away) becomes CarlaUnavailable."""
+        """Run a server call. The wheel raises plain RuntimeErrors: a time-out (the server went away or stalls)
+        becomes :class:`CarlaUnavailable`; any other (a destroyed actor, a refused spawn) a :class:`CarlaError` with
+        the wheel's text."""
         try:
             return fn()
         except RuntimeError as e:
             if isinstance(e, CarlaError):
                 raise
-            raise CarlaUnavailable(
-                f"the CARLA server at {self.host}:{self.port} stopped answering ({e}); restart it and rerun "
-                "(nothing saved is lost: the env holds no results)"
-            ) from e
+            if "time-out" in str(e) or "timeout" in str(e):
+                raise CarlaUnavailable(
+                    f"the CARLA server at {self.host}:{self.port} stopped answering ({e}); restart it and rerun "
+                    "(nothing saved is lost: the env holds no results)"
+                ) from e
+            raise CarlaError(f"the CARLA server at {self.host}:{self.port} refused a call: {e}") from e
 
     def _tick(self) -> int:
         try:
             return int(self.world.tick(self.tick_timeout))
         except RuntimeError as e:
+            if isinstance(e, CarlaError):
+                raise
+            if "time-out" not in str(e) and "timeout" not in str(e):
+                raise CarlaError(f"world.tick() on the CARLA server at {self.host}:{self.port} failed: {e}") from e
             raise TickTimeout(
                 f"world.tick() on the CARLA server at {self.host}:{self.port} did not return within "
                 f"{self.tick_timeout:g} s ({e}); the server is stalled or overloaded, or another client is ticking it "
@@ -196,6 +227,10 @@ class CarlaEnv(gym.Env):
             self._tick()
 
     def _spawn_car(self, rng: np.random.Generator):
+        """Spawn the car at a seeded spawn point with a route of at least half ``route_length`` ahead; other points
+        are tried (``spawn_retries`` in all) when a spawn is blocked or the lane ends too soon.
+
+        :returns: ``(car, route)``. :raises CarlaError: no point worked. :raises CarlaConfigError: unknown vehicle."""
         points = list(self.map.get_spawn_points())
         if not points:  # a map without spawn points (a bare OpenDRIVE map): every 10 m of driving lane
             points = [w.transform for w in self.map.generate_waypoints(10.0)]
@@ -203,26 +238,32 @@ class CarlaEnv(gym.Env):
                 p.location.z += 0.5
         if not points:
             raise CarlaError(f"the map {self.map.name} has no spawn points and no driving lanes; set env.kwargs.town")
-        library = self.world.get_blueprint_library()
         try:
-            blueprint = library.find(self.vehicle_id)
+            blueprint = self._library.find(self.vehicle_id)
         except IndexError:
             raise CarlaConfigError(f"env.kwargs.vehicle={self.vehicle_id!r} is not a blueprint of this server") from None
         if blueprint.has_attribute("role_name"):
             blueprint.set_attribute("role_name", "hero")
         order = rng.permutation(len(points))[: self.spawn_retries]
         for k in order:
+            try:
+                route = Route.plan(self.map, points[int(k)], self.route_length, self.route_spacing, rng)
+            except ValueError:
+                continue  # a dead end right at this point
+            if route.length < 0.5 * self.route_length:
+                continue
             car = self.world.try_spawn_actor(blueprint, points[int(k)])
             if car is not None:
-                return car, points[int(k)]
+                return car, route
         raise CarlaError(
-            f"could not spawn {self.vehicle_id} at {len(order)} spawn points of {self.map.name} (all occupied?); "
-            "raise env.kwargs.spawn_retries or clear the world of other actors"
+            f"could not spawn {self.vehicle_id} with a route of {self.route_length:g} m at {len(order)} spawn points of "
+            f"{self.map.name} (occupied, or lanes ending too soon); raise env.kwargs.spawn_retries, shorten "
+            "env.kwargs.route_length or clear the world of other actors"
         )
 
     def _camera(self, kind: str, parent):
         carla = self.carla
-        blueprint = self.world.get_blueprint_library().find(kind)
+        blueprint = self._library.find(kind)
         for key, value in (("image_size_x", self.width), ("image_size_y", self.height), ("fov", self.fov)):
             blueprint.set_attribute(key, str(value))
         pose = carla.Transform(carla.Location(x=1.5, z=2.0), carla.Rotation(pitch=-10.0))  # over the bonnet, looking ahead
@@ -234,19 +275,23 @@ class CarlaEnv(gym.Env):
         sensor.listen(sink.put)
 
     # ---------------------------------------------------------------------------------------------- observation
-    @staticmethod
-    def _bgra(image) -> np.ndarray:
-        return np.frombuffer(image.raw_data, np.uint8).reshape(image.height, image.width, 4)
+    def _bgra(self, queue: FrameQueue, frame: int) -> np.ndarray:
+        """uint8 ``[H, W, 4]`` BGRA pixels of ``frame``, copied while the ``carla.Image`` is alive (its ``raw_data`` is
+        a view of a buffer the client library reuses once the image is freed)."""
+        image = queue.get(frame, self.sensor_timeout)
+        pixels = np.frombuffer(image.raw_data, np.uint8).reshape(image.height, image.width, 4).copy()
+        del image
+        return pixels
 
     def _observe(self, frame: int) -> tuple[dict, dict]:
-        rgb = self._bgra(self._rgb.get(frame, self.sensor_timeout))[:, :, 2::-1]
+        rgb = self._bgra(self._rgb, frame)[:, :, 2::-1]
         self._last_rgb = np.ascontiguousarray(rgb)
         self._frames.append(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         while len(self._frames) < self.frame_stack:
             self._frames.appendleft(self._frames[0])
         info: dict = {}
         if self.semantic:
-            tags = self._bgra(self._seg.get(frame, self.sensor_timeout))[:, :, 2]
+            tags = self._bgra(self._seg, frame)[:, :, 2]
             info["target_mask"] = np.isin(tags, ROAD_TAGS)
         transform = self._call(self._car.get_transform)
         v = self._call(self._car.get_velocity)
@@ -265,9 +310,12 @@ class CarlaEnv(gym.Env):
         return obs, info
 
     def _make_expert(self):
-        """CARLA's BasicAgent on this episode's route (imported from the release's ``agents`` package)."""
+        """CARLA's BasicAgent on this episode's route (imported from the release's ``agents`` package): the route's
+        own waypoints as its plan, its PID step = the env's tick, and traffic lights and stop signs ignored (the
+        reward has no term for them, so braking at a red light would be a label the reward punishes)."""
         try:
             from agents.navigation.basic_agent import BasicAgent
+            from agents.navigation.global_route_planner import GlobalRoutePlanner
             from agents.navigation.local_planner import RoadOption
         except ImportError as e:
             raise CarlaConfigError(
@@ -275,11 +323,12 @@ class CarlaEnv(gym.Env):
                 "wheel: use the client image in docker/ (it copies PythonAPI/carla/agents from the server image) or "
                 "add that folder to PYTHONPATH"
             ) from e
-        agent = BasicAgent(self._car, target_speed=self.weights.target_speed * 3.6, map_inst=self.map)
-        carla = self.carla
-        plan = [(self.map.get_waypoint(carla.Location(x=float(px), y=float(py), z=0.0)), RoadOption.LANEFOLLOW)
-                for px, py in self._route.points]  # fmt: skip
-        agent.set_global_plan(plan)
+        if self._planner is None:  # the global route planner reads the whole map's topology: once per env
+            self._planner = GlobalRoutePlanner(self.map, self.route_spacing)
+        options = {"dt": self.fixed_delta_seconds, "ignore_traffic_lights": True, "ignore_stop_signs": True}
+        agent = BasicAgent(self._car, target_speed=self.weights.target_speed * 3.6, opt_dict=options, map_inst=self.map,
+                           grp_inst=self._planner)  # fmt: skip
+        agent.set_global_plan([(w, RoadOption.LANEFOLLOW) for w in self._route.waypoints])
         return agent
 
     # ----------------------------------------------------------------------------------------------------- API
@@ -293,7 +342,7 @@ class CarlaEnv(gym.Env):
         if self._closed:
             raise CarlaError("reset() on a closed CarlaEnv; make a new env")
         self._call(self._destroy_actors)
-        car, start = self._call(lambda: self._spawn_car(self.np_random))
+        car, self._route = self._call(lambda: self._spawn_car(self.np_random))
         self._actors.append(car)
         self._car = car
         self._rgb, self._seg = FrameQueue("rgb camera"), FrameQueue("semantic camera")
@@ -301,27 +350,20 @@ class CarlaEnv(gym.Env):
         self._attach(self._call(lambda: self._camera("sensor.camera.rgb", car)), self._rgb)
         if self.semantic:
             self._attach(self._call(lambda: self._camera("sensor.camera.semantic_segmentation", car)), self._seg)
-        collision_bp = self.world.get_blueprint_library().find("sensor.other.collision")
+        collision_bp = self._library.find("sensor.other.collision")
         self._attach(self._call(lambda: self.world.spawn_actor(collision_bp, self.carla.Transform(), attach_to=car)),
                      self._collisions)  # fmt: skip
-        self._route = Route.plan(self.map, start, self.route_length, self.route_spacing, self.np_random)
         hold = self.carla.VehicleControl(throttle=0.0, steer=0.0, brake=1.0)
-        frame = None
-        for _ in range(self.warmup_ticks + 1):
+        for _ in range(self.warmup_ticks):  # the car drops onto the road; this data is stale by the next frame
             self._call(lambda: car.apply_control(hold))
-            frame = self._tick()
-            self._rgb.get(frame, self.sensor_timeout)
-            if self.semantic:
-                self._seg.get(frame, self.sensor_timeout)
-        self._collisions.take(frame)
+            self._tick()
         self._agent = self._make_expert() if self.expert else None
-        # the observation of the last warm-up tick: tick once more so that its data is fresh in the queues
         self._call(lambda: car.apply_control(hold))
-        frame = self._tick()
+        frame = self._tick()  # the first observation's frame
+        self._collisions.take(frame)  # a bump while dropping onto the road is not the policy's collision
         self._frames.clear()
         self._steps = 0
-        obs, info = self._observe(frame)
-        return obs, info
+        return self._observe(frame)
 
     def control(self, action: int):
         """The ``carla.VehicleControl`` of a categorical action (module docstring).
@@ -338,8 +380,11 @@ class CarlaEnv(gym.Env):
         """Apply ``action``, tick once, and read the sensors of that frame (module docstring).
 
         :returns: ``(obs, reward, terminated, truncated, info)``; reward in the units of ``env.kwargs.reward``.
+        :raises CarlaConfigError: ``action`` not in [0, 15). :raises CarlaError: before ``reset`` or after ``close``.
         :raises CarlaUnavailable, TickTimeout, SensorTimeout: see the class.
         """
+        if self._closed:
+            raise CarlaError("step() on a closed CarlaEnv; make a new env")
         if self._car is None:
             raise CarlaError("step() before reset(); call reset() first")
         control = self.control(action)
@@ -366,16 +411,19 @@ class CarlaEnv(gym.Env):
         return self._last_rgb
 
     def close(self) -> None:
-        """Destroy this env's actors and restore the server's settings (Traffic Manager asynchronous). Idempotent;
-        never raises when the server is gone (what could not be restored is in ``self.session.errors``)."""
+        """Destroy this env's actors, then (even if that fails or is interrupted) put the Traffic Manager back in
+        asynchronous mode and apply the world's original settings. Idempotent; never raises when the server is gone
+        (what could not be restored is in ``self.session.errors``)."""
         if self._closed:
             return
         self._closed = True
-        _LIVE.discard(self)
-        with contextlib.suppress(RuntimeError, CarlaError):
-            self._destroy_actors()
-        if self.session is not None:
-            self.session.restore()
+        try:
+            with contextlib.suppress(RuntimeError, CarlaError):
+                self._destroy_actors()
+        finally:
+            if self.session is not None:
+                self.session.restore()
+            _LIVE.discard(self)
 
     def __enter__(self):
         return self
@@ -384,7 +432,8 @@ class CarlaEnv(gym.Env):
         self.close()
 
 
-_LIVE: weakref.WeakSet = weakref.WeakSet()
+_LIVE: set = set()  # envs not yet closed (a strong set: an env dropped without close() is still restored at exit)
+_SIGTERM_INSTALLED = False
 
 
 def _close_all() -> None:
@@ -393,6 +442,9 @@ def _close_all() -> None:
 
 
 def _on_sigterm(previous):
+    """SIGTERM handler: close every live env (restoring the server), then hand over to the previous handler, or exit
+    with status 143 (128 + SIGTERM) when there was none."""
+
     def handler(signum, frame):
         _close_all()
         if callable(previous):
@@ -403,11 +455,22 @@ def _on_sigterm(previous):
     return handler
 
 
+def _install_sigterm_handler() -> None:
+    """Install :func:`_on_sigterm` once, from the main thread (Python delivers signals there only); from another
+    thread it warns that only ``close()`` and interpreter exit will restore the server."""
+    global _SIGTERM_INSTALLED
+    if _SIGTERM_INSTALLED:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        warnings.warn("CarlaEnv made outside the main thread: no SIGTERM handler; close() the env", stacklevel=3)
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _on_sigterm(previous if callable(previous) else None))
+    _SIGTERM_INSTALLED = True
+
+
 atexit.register(_close_all)
-if threading.current_thread() is threading.main_thread():
-    _previous = signal.getsignal(signal.SIGTERM)
-    if _previous is not signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, _on_sigterm(_previous if callable(_previous) else None))
 
 
 def make_carla(**kwargs) -> CarlaEnv:
@@ -421,6 +484,3 @@ def make_carla(**kwargs) -> CarlaEnv:
     if unknown:
         raise CarlaConfigError(f"DIGR/Carla-v0: unknown env.kwargs {unknown}; allowed: {allowed}")
     return CarlaEnv(**kwargs)
-
-
-assert len(STEERS) == 5  # the action set the docstring describes

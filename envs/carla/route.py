@@ -175,6 +175,8 @@ class Route:
         self.points: np.ndarray = pts
         self.lane_width: np.ndarray = widths
         self.cumulative: np.ndarray = cumulative
+        #: the ``carla.Waypoint`` of each point when planned on a map (:meth:`plan`), else None
+        self.waypoints: list | None = None
         self.length: float = float(cumulative[-1])
         self.directions: np.ndarray = directions
         self.yaw: np.ndarray = yaw
@@ -223,7 +225,7 @@ class Route:
         :param length: metres > 0, finite.
         :param spacing: metres > 0, finite, the step of ``waypoint.next``.
         :param rng: the generator for fork choices; None → the first candidate.
-        :returns: a :class:`Route` with the waypoints' x, y and ``lane_width``.
+        :returns: a :class:`Route` with the waypoints' x, y and ``lane_width``, and the waypoints themselves (``waypoints``).
         :raises ValueError: ``length`` or ``spacing`` is not finite and > 0; no driving lane near ``start``; the route
             has fewer than 2 points (the start waypoint is at a dead end).
         :raises ImportError: the ``carla`` client wheel is not installed.
@@ -238,6 +240,7 @@ class Route:
             raise ValueError(f"no driving lane near the start ({location.x:.2f}, {location.y:.2f}) on map {carla_map.name}")
         points = [_xy(waypoint)]
         widths = [float(waypoint.lane_width)]
+        kept = [waypoint]
         travelled = 0.0
         while travelled < length:
             candidates = _unique_sorted(waypoint.next(spacing))
@@ -253,13 +256,16 @@ class Route:
                 break
             points.append(point)
             widths.append(float(waypoint.lane_width))
+            kept.append(waypoint)
             travelled += step
         if len(points) < 2:
             raise ValueError(
                 f"cannot plan a route from ({location.x:.2f}, {location.y:.2f}) on map {carla_map.name}: the lane "
                 f"(road {waypoint.road_id}, lane {waypoint.lane_id}) ends within {spacing} m of the start"
             )
-        return cls(np.asarray(points, dtype=np.float64), np.asarray(widths, dtype=np.float64))
+        route = cls(np.asarray(points, dtype=np.float64), np.asarray(widths, dtype=np.float64))
+        route.waypoints = kept
+        return route
 
     def project(self, x: float, y: float, yaw: float) -> Projection:
         """Project a pose onto the route.

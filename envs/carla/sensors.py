@@ -39,15 +39,6 @@ class FrameQueue:
         """The ``listen`` callback: ``data`` is a ``carla.SensorData`` (has ``.frame``)."""
         self._q.put(data)
 
-    def clear(self) -> None:
-        """Drop everything received so far (after a reset's warm-up ticks)."""
-        self._ahead.clear()
-        while True:
-            try:
-                self._q.get_nowait()
-            except queue.Empty:
-                return
-
     def get(self, frame: int, timeout: float):
         """The data of ``frame``; older data is discarded, newer data is kept for later calls.
 
@@ -85,7 +76,8 @@ class FrameQueue:
 class EventQueue:
     """Event sensors (collision, lane invasion) send data only when something happens: :meth:`take` returns every
     event with ``frame ≤`` the frame asked for and keeps later ones. An event whose callback arrives after the step
-    read the queue is reported at the next step (one tick late, never lost)."""
+    read the queue is reported at the next step (one tick late); one that arrives after the episode's last step is
+    dropped with the queue at the next reset."""
 
     def __init__(self, name: str):
         self.name = name
@@ -103,8 +95,3 @@ class EventQueue:
             due = [e for e in self._events if int(e.frame) <= frame]
             self._events = [e for e in self._events if int(e.frame) > frame]
         return sorted(due, key=lambda e: int(e.frame))
-
-    def clear(self) -> None:
-        """Drop every event received so far."""
-        with self._lock:
-            self._events.clear()
