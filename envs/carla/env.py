@@ -80,6 +80,11 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_timeout(error: RuntimeError) -> bool:
+    """The wheel's time-out RuntimeError ("time-out of ...ms while waiting for the simulator")."""
+    return "time-out" in str(error) or "timeout" in str(error)
+
+
 def _env_port() -> int:
     value = os.environ.get("CARLA_PORT", "2000")
     try:
@@ -162,7 +167,7 @@ class CarlaEnv(gym.Env):
         self._frames: deque = deque(maxlen=self.frame_stack)
         self._closed, self.session, self.loaded_world, self._planner = False, None, False, None
         self.fixed_delta_seconds = float(fixed_delta_seconds)
-        self._car = self._route = self._agent = None
+        self._car = self._route = self._agent = self._projection = None
         self._steps, self._last_rgb = 0, None
         self.carla = import_carla()
         self.client, self.world = connect(self.host, self.port, timeout, retries, backoff, check_version)
@@ -193,7 +198,7 @@ class CarlaEnv(gym.Env):
         except RuntimeError as e:
             if isinstance(e, CarlaError):
                 raise
-            if "time-out" in str(e) or "timeout" in str(e):
+            if _is_timeout(e):
                 raise CarlaUnavailable(
                     f"the CARLA server at {self.host}:{self.port} stopped answering ({e}); restart it and rerun "
                     "(nothing saved is lost: the env holds no results)"
@@ -206,7 +211,7 @@ class CarlaEnv(gym.Env):
         except RuntimeError as e:
             if isinstance(e, CarlaError):
                 raise
-            if "time-out" not in str(e) and "timeout" not in str(e):
+            if not _is_timeout(e):
                 raise CarlaError(f"world.tick() on the CARLA server at {self.host}:{self.port} failed: {e}") from e
             raise TickTimeout(
                 f"world.tick() on the CARLA server at {self.host}:{self.port} did not return within "
@@ -297,7 +302,7 @@ class CarlaEnv(gym.Env):
         v = self._call(self._car.get_velocity)
         x, y, yaw = float(transform.location.x), float(transform.location.y), math.radians(transform.rotation.yaw)
         speed = math.hypot(v.x, v.y)
-        proj = self._route.project(x, y, yaw)
+        self._projection = proj = self._route.project(x, y, yaw)
         info["privileged"] = {"position": (x, y), "yaw": yaw, "speed": speed, "velocity": (float(v.x), float(v.y)),
                               "route_ahead": self._route.waypoints_ahead(proj.index, _ROUTE_AHEAD),
                               "lateral": proj.lateral, "heading_error": proj.heading_error, "along": proj.along,
@@ -397,8 +402,7 @@ class CarlaEnv(gym.Env):
         collided = bool(collisions)
         off_route = abs(p["lateral"]) > self.weights.max_lateral
         route_end = p["remaining"] <= self.route_spacing
-        proj = self._route.project(p["position"][0], p["position"][1], p["yaw"])
-        reward, terms = route_reward(p["speed"], proj, self.weights, collided=collided, off_route=off_route)
+        reward, terms = route_reward(p["speed"], self._projection, self.weights, collided=collided, off_route=off_route)
         info["reward_terms"] = terms
         if collided:
             info["collision"] = str(collisions[0].other_actor.type_id)
