@@ -12,7 +12,7 @@ from gymnasium import spaces
 from digr.cli import main
 from digr.contracts import Policy, categorical_kl, check_contract, check_info, greedy_action, make_env
 from digr.errors import ConfigError, DigrError, EnvContractError
-from digr.running.config import ExperimentConfig, config_from_dict, config_to_dict, load_config
+from digr.running.config import DatasetConfig, ExperimentConfig, config_from_dict, config_to_dict, load_config
 from digr.saliency import METHODS
 
 
@@ -154,3 +154,10 @@ def test_categorical_kl_known_answers():
     assert th.allclose(kl, th.tensor([0.0, 0.9 * math.log(1.8) + 0.1 * math.log(0.2)]), atol=1e-6)
     assert th.allclose(categorical_kl(p + 7.0, q - 3.0), kl, atol=1e-6)  # logits: shifts do not matter
     assert (categorical_kl(th.randn(5, 4), th.randn(5, 4)) >= 0).all()
+
+
+def test_the_held_out_split_has_its_own_cap_per_episode_or_the_training_one():
+    assert DatasetConfig(max_per_episode=256, heldout_max_per_episode=64).cap("heldout") == 64
+    assert DatasetConfig(max_per_episode=256, heldout_max_per_episode=64).cap("train") == 256
+    assert DatasetConfig(max_per_episode=32).cap("heldout") == 32
+    assert DatasetConfig().cap("heldout") is None

@@ -24,6 +24,7 @@ TINY = [
         "teacher.checkpoint_every=256",
         "dataset.train_frames=96",
         "dataset.heldout_frames=32",
+        "dataset.heldout_max_per_episode=4",  # the config keeps 8 per training episode
         "distill.steps=20",
         "distill.batch_size=16",
         "distill.checkpoint_every=10",
@@ -85,6 +86,7 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     image, side = held.tensors()
     reference = th.as_tensor(np.load(run / "teacher_saliency_heldout.npy"))
     target = held.target_mask if held.target_mask.any() else None
+    assert np.unique(held.episode, return_counts=True)[1].max() <= 4 < len(np.unique(held.episode))  # held-out cap
     for name in ("digr", "plain"):
         student = load_student(run / "students" / f"{name}.safetensors")
         maps = th.as_tensor(gradient_maps(student, image, side))

@@ -220,6 +220,13 @@ class DatasetConfig(Section):
     max_per_episode: PositiveInt | None = _field(
         None, "at most this many states per episode, drawn uniformly; null = no cap", "states"
     )
+    heldout_max_per_episode: PositiveInt | None = _field(
+        None, "the held-out split's cap per episode (more tracks in a small held-out set); null = max_per_episode", "states"
+    )
+
+    def cap(self, split: str) -> int | None:
+        """States per episode at most for ``split`` ("train" or "heldout"; DAgger rounds use the train cap)."""
+        return (self.heldout_max_per_episode or self.max_per_episode) if split == "heldout" else self.max_per_episode
 
 
 class PerturbationConfig(Section):

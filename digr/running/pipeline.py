@@ -94,7 +94,7 @@ class Pipeline:
         for split in SPLITS:
             n, seed = d.train_frames if split == "train" else d.heldout_frames, split_seed(self.cfg.seed, split)
             with progress(f"dataset: {split} states", n) as update:
-                ds = collect_states(self.eval_env_fn, teacher, n, seed, d.temperature, update, d.max_per_episode)
+                ds = collect_states(self.eval_env_fn, teacher, n, seed, d.temperature, update, d.cap(split))
             save_dataset(ds, self.folder.dataset(split))
             log(f"dataset: {split}: {len(ds)} states from {len(np.unique(ds.episode))} episodes")
         self.stages.mark_done("dataset", started=t0)
