@@ -13,6 +13,8 @@
                                       an agent acts while its saliency map (one backward pass) is drawn over each frame
     digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
     digr config CONFIG.yaml           the resolved config, every field with its help, unit and default
+    digr summarize RUN_OR_SWEEP_DIR... [--out DIR]
+                                      over seeds: IQM with stratified-bootstrap CIs and P(DIGR > plain / IGR) (rliable)
 
 ``-o key.sub=value`` overrides config fields (values parsed as YAML), e.g. ``-o teacher.total_timesteps=100000``.
 """
@@ -85,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         "--teacher-every", type=int, default=0, metavar="N", help="draw the teacher's perturbation map every N frames"
     )
     dr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all")
+    sm = sub.add_parser("summarize", help="over-seeds tables of finished runs with rliable: IQM, CIs, P(X > Y)")
+    sm.add_argument("runs", nargs="+", help="run folders, or folders searched for them (a sweep folder)")
+    sm.add_argument("--out", default=None, help="where summary.md/.json/.png go (default: the first folder given)")
+    sm.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
+    sm.add_argument(
+        "--compare", default="digr:plain,digr:igr_all", help="X:Y pairs for P(X > Y) (default digr:plain,digr:igr_all)"
+    )
     b = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     bd = b.add_parser("drive", help="what live explanation costs: map Hz, teacher map ms, live-loop FPS per sink")
     bd.add_argument("config")
@@ -136,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = _values_of(sys.argv[1:] if argv is None else list(argv), ("--eps", "--episodes", "--attacks", "--agents"))
     args = _parser().parse_args(argv)
     try:
+        if args.command == "summarize":
+            return _summarize(args)
         cfg = load_config(args.config, args.override)
         if args.command == "config":
             print(describe_config(cfg), end="")
@@ -159,6 +170,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("digr: interrupted; finished stages and checkpoints are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _summarize(args) -> int:
+    """``digr summarize``: find the runs, group them into variants, write the summary; prints where it went.
+
+    :raises ConfigError: no runs found, or ``--compare`` is not ``X:Y`` pairs."""
+    from digr.evaluation.aggregate import find_runs, group_variants, summarize_variant
+    from digr.report.summary import write_summary
+
+    pairs = [tuple(p.split(":")) for p in args.compare.split(",") if p]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise ConfigError(f"--compare takes X:Y pairs of agent names, e.g. digr:plain,digr:igr_all; got {args.compare!r}")
+    variants = group_variants(find_runs(args.runs))
+    summaries = [summarize_variant(label, runs, pairs, reps=args.reps) for label, runs in variants.items()]
+    print(write_summary(args.out or args.runs[0], summaries))
+    return 0
 
 
 def _attack_args(args) -> None:

@@ -134,6 +134,14 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
         for x in (bench, bench_b)
     ]
     assert _close(untimed[0], untimed[1])
+    # `digr summarize` reads the real run folder: one seed, so each IQM is that run's number
+    assert main(["summarize", str(run), "--reps", "50", "--out", str(tmp_path / "summary")]) == 0
+    summary = json.loads((tmp_path / "summary" / "summary.json").read_text())["variants"][0]["estimates"]
+    assert summary["return"]["digr"]["iqm"] == pytest.approx(m["students"]["digr"]["rollout"]["return_mean"])
+    spearman = m["maps"]["digr gradient"]["spearman"]["mean"]
+    assert summary["saliency spearman"]["digr gradient"]["iqm"] == pytest.approx(spearman)
+    assert main(["summarize", str(tmp_path)]) == 2  # a and b: the same seed of one variant would count twice
+    assert "same seed" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "b")
 
 
