@@ -13,6 +13,8 @@
                                       an agent acts while its saliency map (one backward pass) is drawn over each frame
     digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
     digr config CONFIG.yaml           the resolved config, every field with its help, unit and default
+    digr sweep SWEEP.yaml [--address HOST:PORT]
+                                      a grid / random search of resumable `digr run` trials on Ray Tune
     digr summarize RUN_OR_SWEEP_DIR... [--out DIR]
                                       over seeds: IQM with stratified-bootstrap CIs and P(DIGR > plain / IGR) (rliable)
 
@@ -87,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         "--teacher-every", type=int, default=0, metavar="N", help="draw the teacher's perturbation map every N frames"
     )
     dr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all")
+    sw = sub.add_parser("sweep", help="a grid / random search of `digr run` trials on Ray Tune (this machine or --address)")
+    sw.add_argument("sweep", help="sweep YAML (see experiments/sweeps/)")
+    sw.add_argument("--address", default=None, help="a Ray cluster, e.g. 10.0.0.5:6379 (default: a local Ray on this machine)")
     sm = sub.add_parser("summarize", help="over-seeds tables of finished runs with rliable: IQM, CIs, P(X > Y)")
     sm.add_argument("runs", nargs="+", help="run folders, or folders searched for them (a sweep folder)")
     sm.add_argument("--out", default=None, help="where summary.md/.json/.png go (default: the first folder given)")
@@ -147,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "summarize":
             return _summarize(args)
+        if args.command == "sweep":
+            return _sweep(args)
         cfg = load_config(args.config, args.override)
         if args.command == "config":
             print(describe_config(cfg), end="")
@@ -170,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("digr: interrupted; finished stages and checkpoints are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _sweep(args) -> int:
+    """``digr sweep``: run the trials, print one line per trial; 1 if any failed after its retries."""
+    from digr.running.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep)
+    status = run_sweep(sweep, address=args.address)
+    for name, err in status.items():
+        print(f"{name}: {'done' if err is None else 'FAILED: ' + err}")
+    print(f"next: digr summarize {sweep.folder}")
+    return 1 if any(status.values()) else 0
 
 
 def _summarize(args) -> int:

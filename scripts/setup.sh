@@ -10,4 +10,4 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,carla]"
 # torchattacks is only a test oracle; --no-deps keeps its torchvision requirement (and a CUDA torch) out
 .venv/bin/python -m pip install -q --no-deps torchattacks==3.5.1
-.venv/bin/python -c "import torch, gymnasium, minigrid, stable_baselines3, ale_py, torchattacks, pydantic, carla, rliable.library; print('digr env ready: torch', torch.__version__)"
+.venv/bin/python -c "import torch, gymnasium, minigrid, stable_baselines3, ale_py, torchattacks, pydantic, carla, rliable.library, ray.tune; print('digr env ready: torch', torch.__version__)"
