@@ -63,6 +63,18 @@ def test_sweep_runs_locally_shares_a_teacher_and_skips_finished_trials(tmp_path,
 
 
 @pytest.mark.integration
+def test_a_failing_trial_is_retried_then_reported_and_the_others_finish(tmp_path, capsys):
+    grid = {"teacher.pretrained": [str(tmp_path / "no_teacher"), None]}  # valid configs; the first has no teacher
+    path = _sweep_file(tmp_path, "fail", grid=grid, max_retries=1)
+    assert main(["sweep", str(path)]) == 1
+    trials = {t["name"]: t for t in json.loads((tmp_path / "fail" / "sweep.json").read_text())["trials"]}
+    failed = next(t for n, t in trials.items() if n.startswith("pretrained") and "no_teacher" in n)
+    assert failed["error"] and trials["pretrainedNone"]["error"] is None
+    assert (tmp_path / "fail" / "pretrainedNone" / "metrics.json").is_file()
+    assert "FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.integration
 @pytest.mark.skipif(not RAY.is_file(), reason="the ray command is not installed beside this python")
 def test_sweep_through_a_ray_head_on_this_machine(tmp_path):
     port = "6391"
