@@ -184,6 +184,8 @@ def _tune(fn, specs: list[dict], sweep: SweepConfig, stage: str) -> dict[str, st
     """Run ``fn(spec)`` for every spec as a Ray Tune trial; returns name -> None (done) or the error (after retries)."""
     from ray import tune
 
+    if not specs:
+        return {}
     trainable = tune.with_resources(fn, {"cpu": sweep.cpus_per_trial})
     tuner = tune.Tuner(
         trainable,
