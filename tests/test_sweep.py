@@ -34,7 +34,7 @@ def test_plan_names_trials_validates_them_and_shares_teachers(tmp_path):
     trials = plan_trials(sweep)
     assert len(trials) == 8 and len({t.name for t in trials}) == 8 and trials[0].name.startswith("steps20_seed0_learning_rate")
     assert plan_trials(sweep) == trials  # the random draws come from sweep_seed: the plan reproduces
-    teachers = {t.teacher for t in trials}
+    teachers = {t.teacher_run for t in trials}
     assert len(teachers) == 2  # one teacher per seed, shared by its 4 student variants
     assert all(1e-4 <= t.overrides["distill.learning_rate"] <= 1e-3 for t in trials)
     with pytest.raises(ConfigError, match=r"trial steps-5: .*distill\.steps"):

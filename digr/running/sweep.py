@@ -23,13 +23,14 @@ over-seeds tables.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from digr.checkpoint import write_bytes_atomic
 from digr.errors import ConfigError, DigrError
 
 __all__ = ["SweepConfig", "Trial", "load_sweep", "plan_trials", "run_sweep"]
@@ -71,19 +73,24 @@ class SweepConfig(BaseModel):
 @dataclass(frozen=True)
 class Trial:
     """One trial: ``name`` (its run folder under the sweep folder) and ``overrides`` (dotted field -> value, the sweep's
-    and its own); ``teacher``: the folder of a shared teacher to install, or ``None``."""
+    and its own); ``teacher_run``: the shared teacher it installs (``<sweep>/_teachers/<teacher_run>/teacher``), or
+    ``None`` when it trains or installs its own."""
 
     name: str
     overrides: dict[str, Any]
-    teacher: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    teacher_run: str | None = None
 
-    def args(self) -> list[str]:
-        """``-o key=value`` arguments of ``digr run`` (values as YAML flow)."""
-        out: list[str] = []
-        for k, v in self.overrides.items():
-            out += ["-o", f"{k}={_yaml(v)}"]
-        return out + (["-o", f"teacher.pretrained={self.teacher}"] if self.teacher else [])
+    def override_items(self) -> list[str]:
+        """The overrides as ``key=value`` items of ``-o`` (values as YAML flow), as :func:`load_config` takes them."""
+        return [f"{k}={_yaml(v)}" for k, v in self.overrides.items()]
+
+    def command_args(self, run_dir: Path, name: str, teachers: Path | None = None) -> list[str]:
+        """``-o`` arguments of ``digr run``/``digr teacher`` in ``run_dir/name``; with ``teachers`` (the sweep's
+        ``_teachers`` folder) the shared teacher is installed."""
+        items = [f"run_dir={run_dir}", f"name={name}", *self.override_items()]
+        if teachers is not None and self.teacher_run:
+            items.append(f"teacher.pretrained={teachers / self.teacher_run / 'teacher'}")
+        return [arg for item in items for arg in ("-o", item)]
 
 
 def _yaml(v: Any) -> str:
@@ -150,7 +157,7 @@ def plan_trials(sweep: SweepConfig) -> list[Trial]:
     resolved = []
     for t in trials:
         try:
-            resolved.append(load_config(sweep.config, [f"{k}={_yaml(v)}" for k, v in t.overrides.items()]))
+            resolved.append(load_config(sweep.config, t.override_items()))
         except ConfigError as e:
             raise ConfigError(f"trial {t.name}: {e}") from None
     groups: dict[str, list[int]] = {}
@@ -160,12 +167,10 @@ def plan_trials(sweep: SweepConfig) -> list[Trial]:
         dump = cfg.model_dump(mode="json")
         key = json.dumps({f: dump.get(f) for f in TEACHER_FIELDS}, sort_keys=True, default=str)
         groups.setdefault(key, []).append(i)
-    out = list(trials)
     for n, members in enumerate(g for g in groups.values() if len(g) > 1):
-        folder = str((sweep.folder / "_teachers" / f"teacher{n}" / "teacher").resolve())
         for i in members:
-            out[i] = Trial(trials[i].name, trials[i].overrides, folder, {"teacher_run": f"teacher{n}"})
-    return out
+            trials[i] = dataclasses.replace(trials[i], teacher_run=f"teacher{n}")
+    return trials
 
 
 def _digr(command: str, config: str, args: list[str], cpus: float, cwd: str) -> None:
@@ -223,26 +228,24 @@ def run_sweep(sweep: SweepConfig, address: str | None = None, log=print) -> dict
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     except ConnectionError as e:
         raise DigrError(f"no Ray cluster answers at {address} ({e}); start one there with `ray start --head`") from e
+    teachers = folder / "_teachers"
     try:
-        teachers = {t.extra["teacher_run"]: t for t in trials if t.teacher}
-        status: dict[str, str | None] = {}
-        if teachers:
-            log(f"sweep: {len(teachers)} shared teacher(s) for {sum(bool(t.teacher) for t in trials)} trials")
-            specs = [{"name": n, "args": ["-o", f"run_dir={folder / '_teachers'}", "-o", f"name={n}",
-                                          *Trial(n, t.overrides).args()]} for n, t in teachers.items()]  # fmt: skip
-            status |= _tune(lambda c: _digr("teacher", config, c["spec"]["args"], sweep.cpus_per_trial, cwd),
-                            specs, sweep, "teachers")  # fmt: skip
-        failed_teachers = {n for n, err in status.items() if err}
-        runnable = [t for t in trials if not (t.teacher and t.extra["teacher_run"] in failed_teachers)]
-        for t in trials:
-            if t not in runnable:
-                status[t.name] = f"its shared teacher {t.extra['teacher_run']} failed"
+        shared = {t.teacher_run: t for t in trials if t.teacher_run}  # one trial stands for each shared teacher
+        teacher_errors: dict[str, str | None] = {}
+        if shared:
+            log(f"sweep: {len(shared)} shared teacher(s) for {sum(bool(t.teacher_run) for t in trials)} trials")
+            specs = [{"name": n, "args": t.command_args(teachers, n)} for n, t in shared.items()]
+            teacher_errors = _tune(lambda c: _digr("teacher", config, c["spec"]["args"], sweep.cpus_per_trial, cwd),
+                                   specs, sweep, "teachers")  # fmt: skip
+        status = {t.name: f"its shared teacher {t.teacher_run} failed" for t in trials if teacher_errors.get(t.teacher_run)}
+        runnable = [t for t in trials if t.name not in status]
         log(f"sweep: {len(runnable)} trial(s) in {folder}")
-        specs = [{"name": t.name, "args": ["-o", f"run_dir={folder}", "-o", f"name={t.name}", *t.args()]} for t in runnable]
+        specs = [{"name": t.name, "args": t.command_args(folder, t.name, teachers)} for t in runnable]
         status |= _tune(lambda c: _digr("run", config, c["spec"]["args"], sweep.cpus_per_trial, cwd), specs, sweep, "trials")
     finally:
         ray.shutdown()
-    record = {"sweep": sweep.model_dump(), "trials": [{"name": t.name, "overrides": t.overrides, "teacher": t.teacher,
-              "error": status.get(t.name)} for t in trials]}  # fmt: skip
-    (folder / "sweep.json").write_text(json.dumps(record, indent=1, default=str))
+    rows = [{"name": t.name, "overrides": t.overrides, "error": status.get(t.name),
+             "teacher": str(teachers / t.teacher_run / "teacher") if t.teacher_run else None} for t in trials]  # fmt: skip
+    record = {"sweep": sweep.model_dump(), "trials": rows}
+    write_bytes_atomic(folder / "sweep.json", json.dumps(record, indent=1, default=str).encode())
     return {t.name: status.get(t.name) for t in trials}
