@@ -9,9 +9,10 @@ import pytest
 import torch as th
 
 from digr.cli import main
+from digr.evaluation.independent import independent_quality, occlusion_maps
 from digr.evaluation.maps import gradient_maps, map_quality
 from digr.method.dataset import load_dataset
-from digr.policies import load_student
+from digr.policies import load_student, load_teacher
 
 TINY = [
     arg
@@ -87,15 +88,25 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     reference = th.as_tensor(np.load(run / "teacher_saliency_heldout.npy"))
     target = held.target_mask if held.target_mask.any() else None
     assert np.unique(held.episode, return_counts=True)[1].max() <= 4 < len(np.unique(held.episode))  # held-out cap
+    teacher = load_teacher(run / "teacher" / "teacher.safetensors")
+    occlusion = occlusion_maps(teacher, image, side)  # the mask-independent reference, as the run computed it
     for name in ("digr", "plain"):
         student = load_student(run / "students" / f"{name}.safetensors")
         maps = th.as_tensor(gradient_maps(student, image, side))
-        assert _close(map_quality(maps, reference, target, m["top_percent"]), m["maps"][f"{name} gradient"])
+        recorded = m["maps"][f"{name} gradient"]
+        quality = map_quality(maps, reference, target, m["top_percent"])
+        quality |= independent_quality(student, maps, image, side, occlusion, m["top_percent"])
+        assert _close(quality, recorded)
+        assert recorded["deletion_auc"]["n"] == 32 and 0.0 <= recorded["deletion_auc"]["mean"] <= 1.0
+    # the occlusion reference has its own row: localisation, agreement with the perturbation map, faithfulness
+    assert {"spearman", "mass_inside", "insertion_auc"} <= set(m["maps"]["teacher occlusion"])
+    assert "spearman_occlusion" not in m["maps"]["teacher occlusion"]
     assert m["maps"]["digr gradient"] != m["maps"]["plain gradient"]
     assert m["maps"]["teacher gradient"]["spearman"]["n"] == len(held) == 32
     assert m["latency"]["ratio"]["1"] > 1.0  # one backward pass beats 257 forward passes even at batch 1
     report = (run / "report.md").read_text()
     assert "| digr |" in report and "Spearman" in report
+    assert "## Saliency evidence independent of the mask" in report and "| digr gradient | " in report
     # the saliency-bench stage ran every method on every agent and joined the report
     bench = json.loads((run / "saliency_bench" / "results.json").read_text())
     assert len(bench["rows"]) == 4 * 12 and (run / "saliency_bench" / "quality_vs_cost.png").is_file()

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from digr.errors import ConfigError, DigrError
+from digr.evaluation.independent import LOWER_IS_BETTER
 
 __all__ = [
     "Estimate",
@@ -34,6 +35,7 @@ __all__ = [
     "VariantSummary",
     "find_runs",
     "group_variants",
+    "lower_is_better",
     "run_scores",
     "summarize_variant",
 ]
@@ -81,7 +83,8 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Improvement:
-    """P(X > Y) for one metric (Agarwal et al. 2021 §4.3): ``p`` in [0, 1] (0.5 = no difference), ``lo``/``hi`` its
+    """P(X > Y) for one metric (Agarwal et al. 2021 §4.3), read as P(X better than Y) (for a metric where
+    :func:`lower_is_better`, P(X < Y)): ``p`` in [0, 1] (0.5 = no difference), ``lo``/``hi`` its
     stratified-bootstrap CI over runs; ``n_x``, ``n_y`` runs of each agent."""
 
     x: str
@@ -193,13 +196,20 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether a lower score is the better one for a metric of :func:`run_scores` (``saliency deletion_auc``)."""
+    return metric.removeprefix("saliency ") in LOWER_IS_BETTER
+
+
 def run_scores(run: RunRecord) -> dict[tuple[str, str], float]:
-    """One score per (metric, agent) of one run; higher is better for every metric returned.
+    """One score per (metric, agent) of one run; higher is better for every metric except those where
+    :func:`lower_is_better` says otherwise (deletion AUC).
 
     - ``return``: mean greedy return over the run's evaluation episodes (env reward units); ``success rate`` in [0, 1]
       where the env defines success; ``action agreement`` with the teacher on held-out states, in [0, 1] (students);
     - ``saliency <stat>`` for every map of the report (agent = map name, e.g. ``"digr gradient"``): Spearman ρ, top-k %
-      IoU with the teacher's perturbation map, mass inside and pointing game on the env's ground-truth masks;
+      IoU with the teacher's perturbation map, mass inside and pointing game on the env's ground-truth masks, and the
+      mask-independent statistics of :mod:`digr.evaluation.independent` (occlusion agreement, deletion/insertion);
     - ``return under <attack> <ε>``: closed-loop mean return under ``digr attack`` cells, when the run has them.
     """
     m = run.metrics
@@ -289,7 +299,8 @@ def summarize_variant(
         for student, other in compare:
             y_agent = _counterpart(agent, student, other)
             if y_agent is not None and (metric, y_agent) in columns:
-                pairs[repr((metric, agent, y_agent))] = (x, columns[(metric, y_agent)], metric, agent, y_agent)
+                sign = -1.0 if lower_is_better(metric) else 1.0  # P(X better than Y)
+                pairs[repr((metric, agent, y_agent))] = (sign * x, sign * columns[(metric, y_agent)], metric, agent, y_agent)
     if pairs:
         poi = lambda x, y: np.array([rlm.probability_of_improvement(x, y)])
         points, intervals = _bootstrap({k: [v[0], v[1]] for k, v in pairs.items()}, poi, reps, ci, seed)

@@ -13,7 +13,7 @@ import numpy as np
 import torch as th
 
 from digr.contracts import Policy, greedy_action
-from digr.evaluation.metrics import mass_inside, nanmean_ci, pointing_game, spearman, topk_iou
+from digr.evaluation.metrics import mass_inside, mean_ci, pointing_game, spearman, topk_iou
 from digr.saliency import gradient_saliency
 
 __all__ = ["agree_actions", "batched", "gradient_maps", "map_quality"]
@@ -55,8 +55,7 @@ def map_quality(
     out = {}
 
     def put(name, values):
-        m, ci, n = nanmean_ci(values)
-        out[name] = {"mean": m, "ci95": ci, "n": n}
+        out[name] = mean_ci(values)
 
     if reference is not None:
         put("spearman", spearman(maps, reference))

@@ -21,7 +21,7 @@ import numpy as np
 import torch as th
 from scipy.stats import rankdata
 
-__all__ = ["gini", "mass_inside", "nanmean_ci", "pearson", "pointing_game", "spearman", "topk_auc", "topk_iou"]
+__all__ = ["gini", "mass_inside", "mean_ci", "nanmean_ci", "pearson", "pointing_game", "spearman", "topk_auc", "topk_iou"]
 
 
 def _np(x) -> np.ndarray:
@@ -178,3 +178,10 @@ def nanmean_ci(x) -> tuple[float, float, int]:
         return float("nan"), float("nan"), 0
     hw = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
     return float(x.mean()), float(hw), len(x)
+
+
+def mean_ci(x) -> dict:
+    """:func:`nanmean_ci` as the JSON record of every per-frame statistic in ``metrics.json``:
+    ``{"mean": float, "ci95": float, "n": int}``."""
+    m, ci, n = nanmean_ci(x)
+    return {"mean": m, "ci95": ci, "n": n}

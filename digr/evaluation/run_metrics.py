@@ -23,6 +23,7 @@ import numpy as np
 import torch as th
 
 from digr.contracts import Policy
+from digr.evaluation.independent import independent_quality, occlusion_maps
 from digr.evaluation.latency import latency_rows, latency_summary
 from digr.evaluation.maps import agree_actions, gradient_maps, map_quality
 from digr.evaluation.returns import rollout_returns
@@ -87,9 +88,33 @@ def evaluate_agents(
         metrics["maps"][name] = map_quality(
             th.as_tensor(m), None if name == "teacher perturbation" else ref, target, top_percent, regions
         )
+    n = min(e.independent_frames, len(held))
+    if n:
+        owners = {"teacher perturbation": teacher, "teacher gradient": teacher}
+        owners |= {f"{name} gradient": student for name, student in students.items()}
+        local = (None if target is None else target[:n], {k: v[:n] for k, v in regions.items()})
+        _independent(metrics["maps"], maps, owners, teacher, image[:n], None if side is None else side[:n], local, e, log)
     student = next(iter(students.values()))
     rows = latency_rows(teacher, student, image, side, perturbation, sorted({1, e.latency_batch}), e.latency_repeats)
     metrics["latency"] = latency_summary(rows)
     for name, extra in (info or {}).items():
         (metrics["teacher"] if name == "teacher" else metrics["students"][name]).update(extra)
     return metrics, maps
+
+
+def _independent(quality: dict, maps: dict[str, np.ndarray], owners: dict[str, Policy], teacher: Policy, image, side,
+                 local: tuple, e, log):  # fmt: skip
+    """Add the mask-independent statistics (:mod:`digr.evaluation.independent`) of every map on the first ``len(image)``
+    held-out frames to ``quality``, and a ``teacher occlusion`` row (the reference itself: its localisation, its
+    agreement with the perturbation map, its faithfulness to the teacher); ``local`` = (target mask, regions) of those
+    frames for the row's localisation."""
+    n = len(image)
+    occ = occlusion_maps(teacher, image, side, e.occlusion_window, e.occlusion_stride)
+    for name, m in maps.items():
+        quality[name].update(independent_quality(owners[name], m[:n], image, side, occ, e.top_percent, e.deletion_steps))
+    row = quality["teacher occlusion"] = map_quality(
+        th.as_tensor(occ), th.as_tensor(maps["teacher perturbation"][:n]), local[0], e.top_percent, local[1]
+    )
+    row.update(independent_quality(teacher, occ, image, side, None, e.top_percent, e.deletion_steps))
+    if log is not None:
+        log(f"evaluate: occlusion reference and deletion/insertion faithfulness on {n} held-out frames")

@@ -29,7 +29,7 @@ from digr.contracts import Policy, greedy_action
 from digr.evaluation.faithfulness import deletion_curve, insertion_curve, randomize_weights, sanity_check
 from digr.evaluation.latency import time_per_map
 from digr.evaluation.maps import batched
-from digr.evaluation.metrics import gini, mass_inside, nanmean_ci, pearson, pointing_game, spearman, topk_auc, topk_iou
+from digr.evaluation.metrics import gini, mass_inside, mean_ci, pearson, pointing_game, spearman, topk_auc, topk_iou
 from digr.method.dataset import StateDataset
 from digr.saliency import SAMPLING_METHODS, PerturbationSaliency, SaliencyMethod, make_method
 
@@ -66,11 +66,6 @@ def build_methods(sb, p, seed: int = 0) -> dict[str, SaliencyMethod]:
         else:
             out[name] = make_method(name)
     return out
-
-
-def _summary(values) -> dict:
-    m, ci, n = nanmean_ci(values)
-    return {"mean": m, "ci95": ci, "n": n}
 
 
 def bench_methods(
@@ -133,22 +128,22 @@ def bench_methods(
                 "backward": method.cost(shape).backward,
                 "bench_compute_s": compute_s,
             }
-            row["spearman"] = _summary(spearman(maps, ref))
-            row["pearson"] = _summary(pearson(maps, ref))
-            row["iou"] = _summary(topk_iou(maps, ref, top))
-            row["auc"] = _summary(topk_auc(maps, ref, top))
+            row["spearman"] = mean_ci(spearman(maps, ref))
+            row["pearson"] = mean_ci(pearson(maps, ref))
+            row["iou"] = mean_ci(topk_iou(maps, ref, top))
+            row["auc"] = mean_ci(topk_auc(maps, ref, top))
             if target is not None:
-                row["mass_inside"] = _summary(mass_inside(maps.clamp_min(0), target))
-                row["pointing_game"] = _summary(pointing_game(maps, target))
+                row["mass_inside"] = mean_ci(mass_inside(maps.clamp_min(0), target))
+                row["pointing_game"] = mean_ci(pointing_game(maps, target))
             rank_map = maps.abs()
-            row["deletion_auc"] = _summary(
+            row["deletion_auc"] = mean_ci(
                 deletion_curve(policy, image, rank_map, action, side, n_steps=sb.deletion_steps).prob_auc
             )
-            row["insertion_auc"] = _summary(
+            row["insertion_auc"] = mean_ci(
                 insertion_curve(policy, image, rank_map, action, side, n_steps=sb.deletion_steps).prob_auc
             )
             k = min(sb.sanity_frames, n)
-            row["sanity_rho"] = _summary(
+            row["sanity_rho"] = mean_ci(
                 sanity_check(
                     lambda p, x, a, s, m=method: m(p, x, a, s),
                     policy,
@@ -158,7 +153,7 @@ def bench_methods(
                     randomized=randomized,
                 )
             )
-            row["gini"] = _summary(gini(maps))
+            row["gini"] = mean_ci(gini(maps))
             key = (arch, label)
             if key not in latency_cache:
                 lat = {}

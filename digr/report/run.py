@@ -100,6 +100,7 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
         cells = [q.get(k) for k in ("spearman", iou, "mass_inside", "pointing_game")]
         cells += [q.get(f"{m}_{r}") for r in regions for m in ("mass_inside", "pointing_game")]
         lines.append(f"| {name} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    lines += _independent_table(metrics)
     lat = metrics["latency"]
     lines += [
         "",
@@ -128,3 +129,31 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
     ]
     lines += sections
     return "\n".join(lines) + "\n"
+
+
+def _independent_table(metrics: dict) -> list[str]:
+    """The report's table of saliency evidence that did not build DIGR's mask (:mod:`digr.evaluation.independent`);
+    empty when the run did not compute it (``evaluate.independent_frames: 0``)."""
+    p = metrics["top_percent"]
+    keys = ("spearman_occlusion", f"iou_top{p:g}_occlusion", "deletion_auc", "insertion_auc", "insertion_minus_deletion")
+    rows = {name: q for name, q in metrics["maps"].items() if any(k in q for k in keys)}
+    if not rows:
+        return []
+    n = max(q[k]["n"] for q in rows.values() for k in keys if k in q)
+    lines = [
+        "",
+        "## Saliency evidence independent of the mask",
+        "",
+        f"On the first {n} held-out frames. DIGR's mask comes from the teacher's perturbation map, so agreement with that "
+        "map partly measures DIGR's training target. These columns do not use it: agreement with the teacher's occlusion "
+        "map (Zeiler & Fergus 2014), and each map's faithfulness to the policy it explains (the teacher's maps to the "
+        "teacher, a student's map to that student): area under π(a|s') as the map's top pixels are replaced by the "
+        "blurred frame (deletion, lower is better) or revealed on it (insertion, higher is better; Petsiuk et al. 2018).",
+        "",
+        f"| map | Spearman ρ vs occlusion | IoU top-{p:g}% vs occlusion | deletion AUC ↓ | insertion AUC ↑ "
+        "| insertion − deletion ↑ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, q in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(q.get(k)) for k in keys) + " |")
+    return lines

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from digr.checkpoint import write_bytes_atomic
-from digr.evaluation.aggregate import Estimate, VariantSummary
+from digr.evaluation.aggregate import Estimate, VariantSummary, lower_is_better
 from digr.report.style import AGENT_COLORS, figure
 
 __all__ = ["summary_markdown", "write_summary"]
@@ -57,7 +57,8 @@ def summary_markdown(summaries: list[VariantSummary], ci: float = 0.95) -> str:
         imps = [(m, i) for m, row in s.improvements.items() for i in row if min(i.n_x, i.n_y) >= 2]
         if imps:
             out += ["| metric | X | Y | P(X > Y) | runs X / Y |", "|---|---|---|---|---|"]
-            out += [f"| {m} | {i.x} | {i.y} | {i.p:.2f} [{i.lo:.2f}, {i.hi:.2f}] | {i.n_x} / {i.n_y} |" for m, i in imps]
+            out += [f"| {m}{' (lower is better: P(X < Y))' if lower_is_better(m) else ''} | {i.x} | {i.y} | "
+                    f"{i.p:.2f} [{i.lo:.2f}, {i.hi:.2f}] | {i.n_x} / {i.n_y} |" for m, i in imps]  # fmt: skip
             out.append("")
         elif s.improvements:
             out += ["P(X > Y) is left out: it needs at least 2 runs (seeds) of each agent.", ""]

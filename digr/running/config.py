@@ -307,6 +307,16 @@ class EvalConfig(Section):
     latency_batch: int = _field(32, "batch size of the second latency measurement (the first is 1)", "frames", gt=0)
     figure_frames: int = _field(6, "frames in the saliency figure", "frames", ge=0)
     deterministic: StrictBool = _field(True, "greedy actions (argmax); false = sample from the policy")
+    independent_frames: int = _field(
+        256,
+        "held-out frames for the evidence that did not build the mask: agreement with the teacher's occlusion map and "
+        "each map's deletion/insertion faithfulness to its own policy (digr.evaluation.independent); 0 = skip",
+        "frames",
+        ge=0,
+    )
+    occlusion_window: int = _field(8, "patch side of the teacher's occlusion reference map", "pixels", gt=0)
+    occlusion_stride: int = _field(4, "patch stride of the teacher's occlusion reference map", "pixels", gt=0)
+    deletion_steps: int = _field(16, "intervals of the deletion/insertion curves", gt=0)
 
 
 class SaliencyBenchConfig(Section):
