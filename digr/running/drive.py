@@ -174,6 +174,7 @@ def drive_command(pipe, agent: str, *, episodes: int, seed: int | None, video: s
             sink.close()
     if video:
         summary["video"] = str(video)
+        pipe.tracker.log_media(videos={"drive/video": video})
     return summary
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "refresh_report",
     "replay_progress",
     "teacher_progress",
+    "track_evaluation",
     "tracked_metrics",
     "write_attack",
     "write_bench",
@@ -110,11 +111,26 @@ def distill_progress(tracker: Tracker, name: str, total: int, row: dict) -> None
 
 
 def tracked_metrics(metrics: dict) -> dict:
-    """The headline numbers of ``metrics.json`` for the tracker: success rates and Spearman agreement."""
+    """Every number of ``metrics.json`` for the tracker: ``eval/<agent>/{return,success_rate,action_agreement}`` and
+    ``saliency/<map>/<statistic>`` (the per-frame mean), finite or not."""
     agents = {"teacher": metrics["teacher"], **metrics["students"]}
-    flat = {f"eval/{n}/success_rate": a["rollout"]["success_rate"] for n, a in agents.items()}
-    flat.update({f"eval/{n}/spearman": q["spearman"]["mean"] for n, q in metrics["maps"].items() if "spearman" in q})
+    flat = {}
+    for n, a in agents.items():
+        flat[f"eval/{n}/return"] = a["rollout"]["return_mean"]
+        flat[f"eval/{n}/success_rate"] = a["rollout"]["success_rate"]
+        if "action_agreement" in a:
+            flat[f"eval/{n}/action_agreement"] = a["action_agreement"]
+    flat.update({f"saliency/{n}/{k}": v["mean"] for n, q in metrics["maps"].items() for k, v in q.items()})
     return flat
+
+
+def track_evaluation(tracker: Tracker, folder: RunFolder, metrics: dict) -> None:
+    """Log the evaluation to the tracker: :func:`tracked_metrics`, the map-quality table and the report's figures."""
+    tracker.log(tracked_metrics(metrics))
+    stats = sorted({k for q in metrics["maps"].values() for k in q})
+    rows = [[name, *(q.get(k, {}).get("mean", float("nan")) for k in stats)] for name, q in metrics["maps"].items()]
+    images = {f"figures/{name}": folder.figure(name) for name in FIGURES}
+    tracker.log_media(images=images, tables={"eval/saliency_table": (["map", *stats], rows)})
 
 
 def write_evaluation(folder: RunFolder, cfg: ExperimentConfig, metrics: dict, held: StateDataset, maps: dict[str, np.ndarray]):
@@ -141,12 +157,18 @@ def write_bench(folder: RunFolder, results: dict) -> None:
     plot_quality_vs_cost(results, folder.bench.figure)
 
 
-def write_attack(folder: RunFolder, rows: list[dict]) -> None:
+def write_attack(folder: RunFolder, rows: list[dict], tracker: Tracker | None = None) -> None:
     """``attack/table.md`` and the return-vs-ε figure, from the merged rows (no figure when no row has closed-loop
-    results, e.g. only skipped cells)."""
+    results, e.g. only skipped cells); both also go to ``tracker`` (table ``attack/table``, one row per cell)."""
     write_text_atomic(folder.attack.table, robustness_table(rows) + "\n")
     if any(r.get("closed_loop") and not r.get("skipped") for r in rows):
         plot_return_vs_eps(rows, folder.attack.figure)
+    if tracker is not None:
+        columns = ["agent", "attack", "eps", "return", "success_rate", "open_loop_flip_rate"]
+        cells = [[r["agent"], r["attack"], r["eps_label"], (r.get("closed_loop") or {}).get("return_mean"),
+                  (r.get("closed_loop") or {}).get("success_rate"), (r.get("open_loop") or {}).get("flip_rate")]
+                 for r in rows]  # fmt: skip
+        tracker.log_media(images={"attack/return_vs_eps": folder.attack.figure}, tables={"attack/table": (columns, cells)})
 
 
 def write_report(folder: RunFolder, stages: Stages):

@@ -177,7 +177,7 @@ class Pipeline:
         metrics["mask_fraction"] = float(self._mask("selective", train_maps.shape, train_maps).mean())
         outputs.write_evaluation(f, cfg, metrics, held, maps)
         self.stages.mark_done("evaluate", started=t0)
-        self.tracker.log(outputs.tracked_metrics(metrics))
+        outputs.track_evaluation(self.tracker, f, metrics)
         log(f"evaluate: report written to {outputs.write_report(f, self.stages)}")
         return f.report
 
@@ -230,7 +230,7 @@ class Pipeline:
         result = {"attacks": attacks, "eps": labels, **common, "weights_sha256": weights, "elapsed_s": elapsed, "rows": rows}
         if aside := files.finish(plan, result, stamp):  # cells of other weights/protocols leave the table, not the disk
             log(f"attack: earlier cells made with other weights or another protocol were set aside in {aside}")
-        outputs.write_attack(f, rows)
+        outputs.write_attack(f, rows, self.tracker)
         log(f"attack: table in {files.table}; {outputs.refresh_report(f, self.stages)}")
         return files.table
 

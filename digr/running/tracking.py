@@ -1,7 +1,20 @@
 """Optional experiment tracking with Weights & Biases (off unless ``track: true``).
 
-Honours ``WANDB_MODE`` (``offline`` writes under the run folder for a later ``wandb sync``; ``disabled`` turns it off).
-All metrics are logged against one global step, never reset between stages.
+What a tracked run logs (one wandb run per ``digr`` command, named after the experiment, grouped by it):
+
+* the resolved config (``wandb.config``);
+* ``digr teacher`` / ``digr run``: the teacher's PPO learning curve (``teacher/*`` against env steps) and every student's
+  loss history (``distill/<student>/*``);
+* ``digr evaluate`` / ``digr run``: every number of ``metrics.json`` (``eval/<agent>/return``, ``success_rate``,
+  ``action_agreement``, ``saliency/<map>/<statistic>``), the table of map quality (``eval/saliency_table``) and the
+  report's figures (saliency overlays, learning and loss curves) as images;
+* ``digr attack``: the attack grid as a table (``attack/table``, one row per agent × attack × ε) and the return-vs-ε
+  figure;
+* ``digr drive --video``: the MP4 (``drive/video``).
+
+Honours ``WANDB_MODE``: ``offline`` writes everything under ``<run folder>/wandb/offline-run-*`` for a later
+``wandb sync``; ``disabled`` turns it off. Scalars are logged against wandb's own step except the teacher's curve,
+which uses env steps; media and tables go in as wandb ``Image``, ``Table`` and ``Video`` objects.
 """
 
 from __future__ import annotations
@@ -12,10 +25,13 @@ __all__ = ["Tracker"]
 
 
 class Tracker:
-    """Thin wrapper: ``log(dict, step)`` and ``finish()``; a no-op when ``enabled`` is False. The wandb run starts at
-    the first :meth:`log` (a command that only skips finished stages starts none).
+    """Thin wrapper over a wandb run: :meth:`log` scalars, :meth:`log_media` images, tables and videos,
+    :meth:`finish`. A no-op when ``enabled`` is False. The wandb run starts at the first log call (a command that only
+    skips finished stages starts none).
 
-    :raises ImportError: (at the first log) ``enabled`` but wandb is not installed (``pip install wandb``).
+    :param project: wandb project. :param name: run name (also its group). :param config: the resolved config (dict).
+    :param run_dir: the wandb files go in ``run_dir/wandb``.
+    :raises ImportError: (at the first log) ``enabled`` but wandb is not installed (``pip install 'digr[track]'``).
     """
 
     def __init__(self, enabled: bool, project: str, name: str, config: dict, run_dir: Path):
@@ -26,11 +42,10 @@ class Tracker:
         try:
             import wandb
         except ImportError as e:
-            raise ImportError("track: true needs wandb; `pip install wandb` or set track: false") from e
+            raise ImportError("track: true needs wandb; `pip install 'digr[track]'` (or wandb) or set track: false") from e
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
-            project=self.project, name=self.name, config=self.config, dir=str(self.run_dir), reinit="finish_previous"
-        )
+        self.run = wandb.init(project=self.project, name=self.name, group=self.name, config=self.config,
+                              dir=str(self.run_dir), reinit="finish_previous")  # fmt: skip
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         """Log ``metrics`` (name → number) at ``step`` (None: wandb's own step)."""
@@ -39,7 +54,26 @@ class Tracker:
         if self.run is not None:
             self.run.log(metrics, step=step)
 
+    def log_media(
+        self,
+        images: dict[str, Path] | None = None,
+        tables: dict[str, tuple[list[str], list[list]]] | None = None,
+        videos: dict[str, Path] | None = None,
+    ) -> None:
+        """Log image files (PNG), tables (``(columns, rows)``, cells str or numbers) and MP4 files under their keys, in
+        one wandb step. Paths that do not exist are left out (a figure a run did not draw)."""
+        if not self.enabled:
+            return
+        import wandb
+
+        entry = {k: wandb.Image(str(p)) for k, p in (images or {}).items() if Path(p).is_file()}
+        entry |= {k: wandb.Table(columns=list(c), data=[list(r) for r in rows]) for k, (c, rows) in (tables or {}).items()}
+        entry |= {k: wandb.Video(str(p), format="mp4") for k, p in (videos or {}).items() if Path(p).is_file()}
+        if entry:
+            self.log(entry)
+
     def finish(self) -> None:
+        """Close the wandb run (flushes an offline run to disk); safe to call twice."""
         if self.run is not None:
             self.run.finish()
             self.run = None

@@ -1,0 +1,50 @@
+"""`track: true` with WANDB_MODE=offline: a real tiny MiniGrid run, its attack grid and a driven video leave the config,
+the learning and loss curves, every metric, the saliency figures, the attack table and the video in the run folder's
+offline wandb runs (what `wandb sync` would upload)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_integration import CONFIG, TINY
+
+from digr.cli import main
+
+
+def _offline_runs(run):
+    return sorted((run / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.integration
+def test_offline_wandb_run_holds_config_curves_metrics_figures_attack_table_and_video(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=tracked", "-o", "track=true", *TINY]
+    args += ["-o", "saliency_bench.in_run=false"]
+    assert main(["run", *args]) == 0
+    run = tmp_path / "tracked"
+    (first,) = _offline_runs(run)  # one wandb run per command
+    log = next(first.glob("run-*.wandb")).read_bytes()  # wandb's record log: config, history and summary records
+    for key in ("kappa", "penalty_batch_size", "teacher/mean_return", "distill/digr/kl", "eval/digr/return",
+                "eval/igr_all/action_agreement", "saliency/digr gradient/spearman_occlusion"):  # fmt: skip
+        assert key.encode() in log, key
+    media = first / "files" / "media"
+    images = {p.name for p in media.rglob("*.png")}
+    for fig in ("saliency_grid", "teacher_curve", "distill_curves"):
+        assert any(name.startswith(fig) for name in images), (fig, images)
+    (table,) = [json.loads(p.read_text()) for p in media.rglob("*.table.json")]
+    assert {"map", "spearman", "deletion_auc", "mass_inside"} <= set(table["columns"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(table["data"]) == len(metrics["maps"])  # one row per map, the same maps as the report
+
+    assert main(["attack", *args, "--attacks", "fgsm", "--eps", "1/255", "--episodes", "1", "--agents", "digr"]) == 0
+    assert main(["drive", *args, "--agent", "digr", "--video", str(tmp_path / "drive.mp4")]) == 0
+    runs = _offline_runs(run)
+    assert len(runs) == 3
+    attack_tables = [json.loads(p.read_text()) for r in runs for p in r.rglob("*.table.json") if "attack" in str(p)]
+    (attack,) = attack_tables
+    assert attack["columns"][:3] == ["agent", "attack", "eps"]
+    assert [row[:3] for row in attack["data"]] == [["digr", "fgsm", "1/255"]] and attack["data"][0][3] is not None
+    videos = [p for r in runs for p in r.rglob("*.mp4")]
+    assert len(videos) == 1 and videos[0].stat().st_size == (tmp_path / "drive.mp4").stat().st_size
