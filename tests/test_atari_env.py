@@ -41,7 +41,7 @@ def test_contract_shape_dtype_and_reset_padding(env_id):
     obs, info = env.reset(seed=1)
     image = obs["image"]
     assert image.shape == (4, 84, 84) and image.dtype == np.uint8 and env.observation_space.contains(obs)
-    assert info["lives"] == 5 and "target_mask" not in info
+    assert info["lives"] == 5 and ("target_mask" in info) == (env_id == EVAL)  # RAM ground truth in the eval env
     assert all(np.array_equal(image[0], image[k]) for k in (1, 2, 3))  # reset padding repeats the first frame
     assert image.max() > 0  # a real screen, not zero padding
     prev = image
@@ -195,3 +195,117 @@ def test_frames_to_hwc():
     assert len(frames) == 4 and all(f.shape == (84, 84) and f.dtype == np.uint8 for f in frames)
     with pytest.raises(ValueError):
         atari_frames_to_hwc(obs["image"][0])
+
+
+def test_ram_objects_match_the_rendered_screen():
+    """The documented RAM addresses (AtariARI, OCAtari) put the paddle and the ball where the screen draws them."""
+    import envs.atari as atari
+
+    objects = atari.RAM_OBJECTS["Breakout"]
+    env = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0, render_mode="rgb_array")
+    env.reset(seed=3)
+    ale, rng = env.unwrapped.ale, np.random.default_rng(0)
+    paddle_ok = paddle_n = ball_ok = ball_n = ghost = 0
+    for t in range(1500):
+        _, _, term, trunc, _ = env.step(FIRE if t % 50 == 0 else int(rng.integers(0, 4)))
+        ram, screen = ale.getRAM(), env.render()
+        red = np.all(screen == (200, 72, 72), axis=-1)  # paddle and ball colour
+        red[:, :8] = red[:, 152:] = False  # the side walls' red feet beside the paddle row
+        x, y, w, h = objects.paddle(ram)
+        cols = np.flatnonzero(red[y : y + h].any(0))
+        if len(cols) == w:  # the ball is not beside the paddle
+            paddle_n += 1
+            paddle_ok += cols[0] == x
+        drawn = np.argwhere(red[94:188])  # between the bricks and the paddle: only the ball is red there
+        box = objects.ball(ram)
+        if box is None:
+            ghost += len(drawn) > 0
+        elif len(drawn) and 94 + 4 <= box[1] <= 188 - 8:
+            ball_n += 1
+            ball_ok += (drawn[:, 1].min(), drawn[:, 0].min() + 94) == box[:2]
+        if term or trunc:
+            env.reset()
+    env.close()
+    assert paddle_n > 1000 and paddle_ok == paddle_n
+    assert ball_n > 500 and ball_ok >= 0.99 * ball_n and ghost == 0
+
+
+def test_object_masks_cover_the_paddle_and_the_ball_on_the_observation():
+    env = make_env(EVAL)
+    obs, info = env.reset(seed=0)
+    assert set(info["region_masks"]) == {"ball", "paddle"}
+    for _ in range(12):
+        obs, _r, _term, _trunc, info = env.step(NOOP)
+    frame, paddle, ball = obs["image"][-1], info["region_masks"]["paddle"], info["region_masks"]["ball"]
+    assert paddle.shape == ball.shape == frame.shape == (84, 84) and ball.any()
+    assert np.array_equal(info["target_mask"], paddle | ball)
+    assert paddle.sum() < 84 * 84 * 0.02 and ball.sum() < 84 * 84 * 0.01
+    # the paddle's bright pixels in the bottom rows lie inside its mask, the ball's (between bricks and paddle) in its
+    bottom = np.zeros_like(paddle)
+    bottom[76:82, 4:80] = frame[76:82, 4:80] > 60  # inside the side walls
+    assert bottom.any() and (bottom & ~paddle).sum() == 0
+    drawn = np.zeros_like(ball)
+    drawn[40:74, 4:80] = frame[40:74, 4:80] > 60
+    assert drawn.any() and (drawn & ~ball).sum() == 0
+    assert "target_mask" not in make_env(TRAIN).reset(seed=0)[1]  # training needs no ground truth
+    env.close()
+
+
+def test_fire_is_pressed_until_the_ball_is_in_play():
+    """A FIRE swallowed by a sticky action would leave a greedy agent idle until the frame cap."""
+    import envs.atari as atari
+
+    env = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0)
+    env.unwrapped._digr_game = "Breakout"
+    env.reset(seed=0)
+    for _ in range(30):
+        env.step(NOOP)
+    assert not atari._ball_in_play(env)  # nobody pressed FIRE
+    out = atari._fire_until_in_play(env, None, 0.0, False, False, {}, atari.MAX_FIRE)
+    assert atari._ball_in_play(env) and out[1] == 0.0
+    env.close()
+
+
+def test_the_in_play_check_changes_nothing_without_sticky_actions(monkeypatch):
+    """The no-op protocol (repeat probability 0) launches every ball with the fixed FIRE sequence, so the committed
+    results made before the check are reproduced frame for frame."""
+    import envs.atari as atari
+
+    def frames(max_fire):
+        monkeypatch.setattr(atari, "MAX_FIRE", max_fire)
+        env = make_env(EVAL, repeat_action_probability=0.0)
+        env.reset(seed=5)
+        out = []
+        for _ in range(3000):
+            obs, _r, term, trunc, info = env.step(NOOP)
+            out.append((_frame(env), info["lives"], obs["image"][-1].sum()))
+            if term or trunc:
+                break
+        env.close()
+        return out
+
+    assert frames(0) == frames(atari.MAX_FIRE)
+
+
+def test_sticky_protocol_relaunches_every_ball():
+    env = make_env(EVAL, repeat_action_probability=0.25)
+    rng, launched = np.random.default_rng(0), []
+    for game in range(30):
+        env.reset(seed=2000 + game)
+        launched.append(atari_ball(env))
+        lives = env.unwrapped.ale.lives()
+        for _ in range(3000):  # never FIRE: only the wrappers launch the ball
+            _obs, _r, term, trunc, info = env.step(int(rng.choice([0, 2, 3])))
+            if term or trunc:
+                break
+            if info["lives"] < lives:
+                launched.append(atari_ball(env))
+            lives = info["lives"]
+    env.close()
+    assert len(launched) == 30 * 5 and all(launched)
+
+
+def atari_ball(env) -> bool:
+    import envs.atari as atari
+
+    return atari.RAM_OBJECTS["Breakout"].ball(env.unwrapped.ale.getRAM()) is not None

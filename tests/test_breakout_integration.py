@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,15 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     m = json.loads((run / "metrics.json").read_text())
     r = m["teacher"]["rollout"]
     assert r["episodes"] == 2 and r["success_rate"] != r["success_rate"]  # Atari has no success signal: NaN, scored by return
+    # the sticky-action protocol, with the deterministic no-op protocol beside it
+    assert all("rollout_compare" in a for a in (m["teacher"], *m["students"].values()))
+    report = (run / "report.md").read_text()
+    assert "no-op protocol" in report and "repeat_action_probability" in report
+    # ground truth from the emulator's RAM: ball and paddle masks on the held-out frames, localisation per map
+    held = np.load(run / "dataset_heldout.npz")
+    assert held["region_paddle"].any(axis=(1, 2)).all() and held["target_mask"].any()
+    q = m["maps"]["digr gradient"]
+    assert {"mass_inside", "mass_inside_ball", "pointing_game_paddle", "deletion_auc", "spearman_occlusion"} <= set(q)
     assert json.loads((run / "students" / "digr.json").read_text())["arch"] == "nature"
     assert m["latency"]["rows"][1]["passes"] == "290 fwd"  # 17 × 17 masks at stride 5 on 84 × 84, + the clean pass
     assert (

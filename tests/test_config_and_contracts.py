@@ -161,3 +161,25 @@ def test_the_held_out_split_has_its_own_cap_per_episode_or_the_training_one():
     assert DatasetConfig(max_per_episode=256, heldout_max_per_episode=64).cap("train") == 256
     assert DatasetConfig(max_per_episode=32).cap("heldout") == 32
     assert DatasetConfig().cap("heldout") is None
+
+
+def test_the_evaluation_protocol_overrides_only_returns_and_attacks():
+    """evaluate.env_kwargs changes the env of closed-loop returns and attacks, not the one that collects states; the
+    second protocol is built the same way; attack cells made under another protocol are not reused."""
+    from digr.evaluation.attack_cells import attack_protocol
+
+    cfg = config_from_dict(
+        {
+            "env": {"id": "envs.atari:DIGR/Breakout-train-v0", "eval_id": "envs.atari:DIGR/Breakout-eval-v0",
+                    "kwargs": {"repeat_action_probability": 0.0, "noop_max": 30}},
+            "evaluate": {"env_kwargs": {"repeat_action_probability": 0.25}, "compare_env_kwargs": {}},
+        }
+    )  # fmt: skip
+    states = cfg.env.make_fn(evaluation=True)
+    returns, compare = cfg.protocol_env_fns()
+    assert states.keywords == {"repeat_action_probability": 0.0, "noop_max": 30}
+    assert returns.keywords == {"repeat_action_probability": 0.25, "noop_max": 30} and returns.args == states.args
+    assert compare.keywords == states.keywords
+    assert config_from_dict({}).protocol_env_fns()[1] is None  # no second protocol unless asked
+    sticky = attack_protocol({"digr": "d"}, 10, 64, 0, 5, 32, env_kwargs={"repeat_action_probability": 0.25})
+    assert sticky != attack_protocol({"digr": "d"}, 10, 64, 0, 5, 32) == attack_protocol({"digr": "d"}, 10, 64, 0, 5, 32, {})

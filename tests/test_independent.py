@@ -83,4 +83,20 @@ def test_probability_of_improvement_on_deletion_auc_favours_the_lower_value(tmp_
     (insertion,) = s.improvements["saliency insertion_auc"]
     assert (deletion.x, deletion.y, deletion.p) == ("digr gradient", "plain gradient", 1.0)
     assert insertion.p == 0.0
-    assert s.estimates["saliency deletion_auc"]["digr gradient"].iqm == pytest.approx(0.1) # the estimate itself is not flipped
+    assert s.estimates["saliency deletion_auc"]["digr gradient"].iqm == pytest.approx(
+        0.1
+    )  # the estimate itself is not flipped
+
+
+def test_the_second_protocol_is_its_own_metric_in_the_summary(tmp_path):
+    for seed in range(2):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        cfg = {"name": folder.name, "seed": seed, "run_dir": "x", "evaluate": {"compare_label": "no-op protocol"}}
+        (folder / "config.yml").write_text(yaml.safe_dump(cfg))
+        rollout = lambda r: {"return_mean": r, "success_rate": float("nan")}
+        teacher = {"rollout": rollout(10.0 + seed), "rollout_compare": rollout(20.0)}
+        (folder / "metrics.json").write_text(json.dumps({"teacher": teacher, "students": {}, "maps": {}}))
+    s = summarize_variant("all", find_runs([tmp_path]), reps=50)
+    assert s.estimates["return"]["teacher"].scores == (10.0, 11.0)
+    assert s.estimates["return, no-op protocol"]["teacher"].scores == (20.0, 20.0)

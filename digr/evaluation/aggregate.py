@@ -205,7 +205,8 @@ def run_scores(run: RunRecord) -> dict[tuple[str, str], float]:
     """One score per (metric, agent) of one run; higher is better for every metric except those where
     :func:`lower_is_better` says otherwise (deletion AUC).
 
-    - ``return``: mean greedy return over the run's evaluation episodes (env reward units); ``success rate`` in [0, 1]
+    - ``return``: mean greedy return over the run's evaluation episodes (env reward units), and ``return, <label>``
+      under the second protocol where the run has one (``evaluate.compare_label``); ``success rate`` in [0, 1]
       where the env defines success; ``action agreement`` with the teacher on held-out states, in [0, 1] (students);
     - ``saliency <stat>`` for every map of the report (agent = map name, e.g. ``"digr gradient"``): Spearman ρ, top-k %
       IoU with the teacher's perturbation map, mass inside and pointing game on the env's ground-truth masks, and the
@@ -221,6 +222,10 @@ def run_scores(run: RunRecord) -> dict[tuple[str, str], float]:
             scores[("return", agent)] = float(rollout["return_mean"])
         if _finite(rollout.get("success_rate")):
             scores[("success rate", agent)] = float(rollout["success_rate"])
+        compare = rec.get("rollout_compare", {})
+        if _finite(compare.get("return_mean")):
+            label = run.config.get("evaluate", {}).get("compare_label", "second protocol")
+            scores[(f"return, {label}", agent)] = float(compare["return_mean"])
         if _finite(rec.get("action_agreement")):
             scores[("action agreement", agent)] = float(rec["action_agreement"])
     for map_name, stats in m.get("maps", {}).items():

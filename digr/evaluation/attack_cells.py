@@ -28,13 +28,21 @@ def cell_key(row: dict) -> tuple:
 
 
 def attack_protocol(
-    weights_sha256: dict[str, str], episodes: int, open_loop_frames: int, seed: int, n_parallel: int, batch_size: int
+    weights_sha256: dict[str, str],
+    episodes: int,
+    open_loop_frames: int,
+    seed: int,
+    n_parallel: int,
+    batch_size: int,
+    env_kwargs: dict | None = None,
 ) -> dict[str, dict]:
     """Per agent, the protocol its cells are measured under: ``{agent: {"episodes", "open_loop_frames", "seed",
-    "n_parallel", "batch_size", "weights_sha256"}}``.
+    "n_parallel", "batch_size", "weights_sha256"}}``, plus ``"env_kwargs"`` when the evaluation protocol overrides the
+    env's kwargs (e.g. sticky actions; cells measured without them are not reused).
 
     :param weights_sha256: agent name → SHA-256 (hex) of its weights file.
     """
+    extra = {"env_kwargs": dict(env_kwargs)} if env_kwargs else {}  # empty: the protocol of cells made before the field
     return {
         name: {
             "episodes": episodes,
@@ -43,6 +51,7 @@ def attack_protocol(
             "n_parallel": n_parallel,
             "batch_size": batch_size,
             "weights_sha256": sha,
+            **extra,
         }
         for name, sha in weights_sha256.items()
     }

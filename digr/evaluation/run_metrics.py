@@ -5,8 +5,8 @@ Layout of the dict :func:`evaluate_agents` returns (the pipeline adds ``mask_fra
 the teacher's ``num_timesteps`` and each student's ``lam`` and ``mask``, join their agent's dict)::
 
     {"eval_episodes", "eval_seed", "heldout_frames", "top_percent",
-     "teacher": {"rollout": summary},
-     "students": {name: {"rollout": summary, "action_agreement": float}},
+     "teacher": {"rollout": summary, ["rollout_compare": summary]},
+     "students": {name: {"rollout": summary, ["rollout_compare": summary], "action_agreement": float}},
      "maps": {"teacher perturbation" | "teacher gradient" | "<student> gradient": {metric: {"mean", "ci95", "n"}}},
      "latency": {"threads", "rows", "ratio"}}
 
@@ -16,6 +16,7 @@ with summaries of :func:`digr.evaluation.returns.summarize_episodes` and map met
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -26,7 +27,7 @@ from digr.contracts import Policy
 from digr.evaluation.independent import independent_quality, occlusion_maps
 from digr.evaluation.latency import latency_rows, latency_summary
 from digr.evaluation.maps import agree_actions, gradient_maps, map_quality
-from digr.evaluation.returns import rollout_returns
+from digr.evaluation.returns import distinct_episodes, rollout_returns
 from digr.method.dataset import StateDataset
 
 __all__ = ["evaluate_agents"]
@@ -37,8 +38,9 @@ def evaluate_agents(
     held: StateDataset,
     reference: np.ndarray,
     e,
-    *,
     env_fn: Callable[[], gym.Env],
+    compare_env_fn: Callable[[], gym.Env] | None = None,
+    *,
     perturbation,
     device: str = "cpu",
     info: dict[str, dict] | None = None,
@@ -52,7 +54,9 @@ def evaluate_agents(
     :param reference: the teacher's perturbation maps of those states, float ``[N, H, W]``.
     :param e: the ``evaluate`` config section: ``episodes``, ``seed``, ``deterministic`` (closed-loop returns,
         :func:`digr.evaluation.returns.rollout_returns`), ``top_percent`` (k of the top-k % IoU), ``latency_batch``
-        and ``latency_repeats``. :param env_fn: builds the evaluation env.
+        and ``latency_repeats``. :param env_fn: builds the env of the evaluation protocol (closed-loop returns).
+    :param compare_env_fn: builds the env of a second protocol whose returns are stored beside the first as each agent's
+        ``rollout_compare`` (e.g. Atari's deterministic no-op protocol beside sticky actions), or None.
     :param perturbation: the ``perturbation`` config section (the timed teacher map).
     :param info: agent name → more JSON-safe fields for that agent's entry (e.g. ``{"digr": {"lam": 0.01}}``).
     :param progress: ``progress(agent, episodes_done, episodes)``. :param log: called with one line per agent.
@@ -73,12 +77,14 @@ def evaluate_agents(
         "students": {name: {} for name in students},
         "maps": {},
     }
-    for name, policy in agents.items():
+    protocols = {"rollout": env_fn} | ({} if compare_env_fn is None else {"rollout_compare": compare_env_fn})
+    for (key, fn), (name, policy) in itertools.product(protocols.items(), agents.items()):
         tick = None if progress is None else lambda k, name=name: progress(name, k, episodes)
-        r = rollout_returns(env_fn, policy, episodes, seed, e.deterministic, progress=tick)
-        (metrics["teacher"] if name == "teacher" else metrics["students"][name])["rollout"] = r
+        r = rollout_returns(fn, policy, episodes, seed, e.deterministic, progress=tick)
+        (metrics["teacher"] if name == "teacher" else metrics["students"][name])[key] = r
         if log is not None:
-            log(f"evaluate: {name}: success {r['success_rate']:.3f}, return {r['return_mean']:.3f} over {episodes} episodes")
+            log(f"evaluate: {name} ({key}): success {r['success_rate']:.3f}, return {r['return_mean']:.3f}, "
+                f"{distinct_episodes(r)} distinct of {episodes} episodes")  # fmt: skip
     for name, student in students.items():
         metrics["students"][name]["action_agreement"] = agree_actions(student, teacher, image, side)
     maps = {"teacher perturbation": reference, "teacher gradient": gradient_maps(teacher, image, side)}

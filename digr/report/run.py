@@ -77,6 +77,7 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
     lines.append(row("teacher", t))
     for name, s in metrics["students"].items():
         lines.append(row(name, s, s["lam"], s["mask"]))
+    lines += _compare_table(metrics, cfg_dict["evaluate"])
     p = metrics["top_percent"]
     lines += [
         "",
@@ -129,6 +130,26 @@ def run_report(metrics: dict, cfg_dict: dict, figures: dict[str, str], sections:
     ]
     lines += sections
     return "\n".join(lines) + "\n"
+
+
+def _compare_table(metrics: dict, evaluate: dict) -> list[str]:
+    """Returns under the second evaluation protocol (``evaluate.compare_env_kwargs``), when the run measured one."""
+    agents = {"teacher": metrics["teacher"], **metrics["students"]}
+    if not all("rollout_compare" in a for a in agents.values()):
+        return []
+    lines = [
+        "",
+        f"Beside it, the {evaluate.get('compare_label', 'second protocol')} (env kwargs "
+        f"`{evaluate.get('compare_env_kwargs')}` instead of `{evaluate.get('env_kwargs') or {}}`), same episode seeds:",
+        "",
+        "| agent | return | mean length | distinct episodes |",
+        "|---|---|---|---|",
+    ]
+    for name, a in agents.items():
+        r = a["rollout_compare"]
+        lines.append(f"| {name} | {r['return_mean']:.3f} ± {r['return_ci95']:.3f} | {r['mean_length']:.1f} | "
+                     f"{distinct_episodes(r)} / {r['episodes']} |")  # fmt: skip
+    return lines
 
 
 def _independent_table(metrics: dict) -> list[str]:

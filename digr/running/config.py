@@ -128,16 +128,16 @@ class EnvConfig(Section):
     )
     eval_kwargs: dict | None = _field(None, "keyword arguments for eval_id; null = kwargs")
 
-    def make_fn(self, evaluation: bool = False) -> Callable[[], Any]:
+    def make_fn(self, evaluation: bool = False, overrides: dict | None = None) -> Callable[[], Any]:
         """A function that makes one env of the training id (or, with ``evaluation``, of ``eval_id`` with
-        ``eval_kwargs``, falling back to ``id`` and ``kwargs``) through :func:`digr.contracts.make_env`."""
+        ``eval_kwargs``, falling back to ``id`` and ``kwargs``) through :func:`digr.contracts.make_env`; ``overrides``
+        are merged over those kwargs (an evaluation protocol, e.g. sticky actions)."""
         from digr.contracts import make_env
 
         if not evaluation:
-            return functools.partial(make_env, self.id, **self.kwargs)
-        return functools.partial(
-            make_env, self.eval_id or self.id, **(self.kwargs if self.eval_kwargs is None else self.eval_kwargs)
-        )
+            return functools.partial(make_env, self.id, **self.kwargs, **(overrides or {}))
+        kwargs = self.kwargs if self.eval_kwargs is None else self.eval_kwargs
+        return functools.partial(make_env, self.eval_id or self.id, **{**kwargs, **(overrides or {})})
 
 
 class ImitationConfig(Section):
@@ -317,6 +317,17 @@ class EvalConfig(Section):
     occlusion_window: int = _field(8, "patch side of the teacher's occlusion reference map", "pixels", gt=0)
     occlusion_stride: int = _field(4, "patch stride of the teacher's occlusion reference map", "pixels", gt=0)
     deletion_steps: int = _field(16, "intervals of the deletion/insertion curves", gt=0)
+    env_kwargs: dict = _field(
+        help="the evaluation protocol: overrides of the eval env's kwargs for closed-loop returns and attacks only (states, "
+        "teacher maps and DAgger keep the env as configured), e.g. sticky actions {repeat_action_probability: 0.25}",
+        factory=dict,
+    )
+    compare_env_kwargs: dict | None = _field(
+        None,
+        "a second protocol whose returns are reported beside the first (metrics 'rollout_compare'), as overrides of the "
+        "eval env's kwargs, e.g. {repeat_action_probability: 0.0} for the deterministic no-op protocol; null = none",
+    )
+    compare_label: str = _field("second protocol", "name of the second protocol in reports and summaries")
 
 
 class SaliencyBenchConfig(Section):
@@ -388,6 +399,12 @@ class ExperimentConfig(Section):
     def run_path(self) -> Path:
         """``Path(run_dir) / name``."""
         return Path(self.run_dir) / self.name
+
+    def protocol_env_fns(self) -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+        """Env factories of the evaluation protocol (closed-loop returns, attacks) and of the second protocol reported
+        beside it (None when ``evaluate.compare_env_kwargs`` is null)."""
+        e, make = self.evaluate, self.env.make_fn
+        return make(True, e.env_kwargs), None if e.compare_env_kwargs is None else make(True, e.compare_env_kwargs)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:

@@ -171,8 +171,8 @@ class Pipeline:
         info |= {s.name: {"lam": s.lam, "mask": s.mask} for s in cfg.distill.students}
         with progress("evaluate", cfg.evaluate.episodes) as update:
             tick = lambda name, k, n: update(k, n, f"evaluate: {name} returns")
-            metrics, maps = evaluate_agents(agents, held, ref, cfg.evaluate, env_fn=self.eval_env_fn, device=self.device,
-                                            perturbation=cfg.perturbation, info=info, progress=tick, log=log)  # fmt: skip
+            metrics, maps = evaluate_agents(agents, held, ref, cfg.evaluate, *cfg.protocol_env_fns(), info=info, log=log,
+                                            device=self.device, perturbation=cfg.perturbation, progress=tick)  # fmt: skip
         train_maps = load_maps(f.teacher_maps("train"))[:512]
         metrics["mask_fraction"] = float(self._mask("selective", train_maps.shape, train_maps).mean())
         outputs.write_evaluation(f, cfg, metrics, held, maps)
@@ -213,16 +213,16 @@ class Pipeline:
         image, side = held.tensors(slice(n), self.device)
         weights = {"teacher": sha256_file(f.teacher.weights), **{s: sha256_file(f.student(s).weights) for s in students}}
         common = {"episodes": episodes, "open_loop_frames": n, "seed": cfg.evaluate.seed, "n_parallel": a.n_parallel}
-        common["batch_size"] = a.batch_size
+        common["batch_size"], common["env_kwargs"] = a.batch_size, cfg.evaluate.env_kwargs  # the protocol of a cell
         protocol, stamp, t0 = attack_protocol(weights, **common), time.strftime("%Y%m%dT%H%M%S"), time.perf_counter()
         plan = files.start(protocol, stamp)
         log(f"attack: {list(pool)} × {attacks} × ε {eps}: {episodes} episodes (closed loop) + {n} held-out states (open loop)")
         with progress("attack") as update:
             tick = lambda k, total, label: update(k, total, f"attack: {label}")
-            rows = robustness_sweep(pool, attacks, eps, env_fn=self.eval_env_fn, episodes=episodes, seed=cfg.evaluate.seed,
-                                    image=image, side=side, batch_size=a.batch_size, n_parallel=a.n_parallel,
-                                    done=plan.reusable, on_row=files.recorder(protocol), attack_kwargs=a.options,
-                                    progress=tick)  # fmt: skip
+            rows = robustness_sweep(pool, attacks, eps, env_fn=cfg.protocol_env_fns()[0], episodes=episodes,
+                                    seed=cfg.evaluate.seed, image=image, side=side, batch_size=a.batch_size,
+                                    n_parallel=a.n_parallel, done=plan.reusable, on_row=files.recorder(protocol),
+                                    attack_kwargs=a.options, progress=tick)  # fmt: skip
         if reused := count_reused(rows, plan.reusable):
             log(f"attack: {reused} of {len(rows)} cells reused (same weights, protocol and attack settings)")
         rows, attacks, labels = merge_cells(plan.reusable, rows, attacks, eps, ["teacher", *students])
