@@ -29,6 +29,7 @@ from digr.errors import ConfigError, DigrError
 from digr.evaluation.independent import LOWER_IS_BETTER
 
 __all__ = [
+    "CROSS_TEACHER_FILE",
     "Estimate",
     "Improvement",
     "RunRecord",
@@ -40,6 +41,9 @@ __all__ = [
     "summarize_variant",
 ]
 
+#: A run folder's agreement with another seed's teacher (written by :mod:`digr.evaluation.cross_teacher`).
+CROSS_TEACHER_FILE = "cross_teacher.json"
+
 #: Config fields that do not make a variant: runs that differ only in these are seeds of one variant.
 PER_RUN_FIELDS = ("seed", "name", "run_dir")
 
@@ -47,12 +51,14 @@ PER_RUN_FIELDS = ("seed", "name", "run_dir")
 @dataclass(frozen=True)
 class RunRecord:
     """One finished run. ``config``: the resolved config as written to ``config.yml`` (plain dict); ``metrics``:
-    ``metrics.json``; ``attack``: ``attack/results.json`` or ``None``."""
+    ``metrics.json``; ``attack``: ``attack/results.json`` or ``None``; ``cross_teacher``: ``cross_teacher.json``
+    (:mod:`digr.evaluation.cross_teacher`) or ``None``."""
 
     path: Path
     config: dict
     metrics: dict
     attack: dict | None = None
+    cross_teacher: dict | None = None
 
     @property
     def seed(self) -> int:
@@ -138,8 +144,9 @@ def find_runs(roots: Iterable[str | Path]) -> list[RunRecord]:
                 config = yaml.safe_load((folder / "config.yml").read_text()) or {}
             except (OSError, yaml.YAMLError) as e:
                 raise DigrError(f"{folder / 'config.yml'}: not readable YAML ({e}); the run folder is damaged") from e
-            attack = folder / "attack" / "results.json"
-            found.append(RunRecord(folder, config, _read_json(metrics), _read_json(attack) if attack.is_file() else None))
+            attack, cross = folder / "attack" / "results.json", folder / CROSS_TEACHER_FILE
+            found.append(RunRecord(folder, config, _read_json(metrics), _read_json(attack) if attack.is_file() else None,
+                                   _read_json(cross) if cross.is_file() else None))  # fmt: skip
     if not found:
         names = ", ".join(str(r) for r in roots)
         raise ConfigError(
@@ -210,7 +217,8 @@ def run_scores(run: RunRecord) -> dict[tuple[str, str], float]:
       where the env defines success; ``action agreement`` with the teacher on held-out states, in [0, 1] (students);
     - ``saliency <stat>`` for every map of the report (agent = map name, e.g. ``"digr gradient"``): Spearman ρ, top-k %
       IoU with the teacher's perturbation map, mass inside and pointing game on the env's ground-truth masks, and the
-      mask-independent statistics of :mod:`digr.evaluation.independent` (occlusion agreement, deletion/insertion);
+      mask-independent statistics of :mod:`digr.evaluation.independent` (occlusion agreement, deletion/insertion) and
+      of :mod:`digr.evaluation.cross_teacher` (agreement with another seed's teacher) where the run has them;
     - ``return under <attack> <ε>``: closed-loop mean return under ``digr attack`` cells, when the run has them.
     """
     m = run.metrics
@@ -229,6 +237,10 @@ def run_scores(run: RunRecord) -> dict[tuple[str, str], float]:
         if _finite(rec.get("action_agreement")):
             scores[("action agreement", agent)] = float(rec["action_agreement"])
     for map_name, stats in m.get("maps", {}).items():
+        for stat, v in stats.items():
+            if isinstance(v, dict) and _finite(v.get("mean")):
+                scores[(f"saliency {stat}", map_name)] = float(v["mean"])
+    for map_name, stats in (run.cross_teacher or {}).get("maps", {}).items():
         for stat, v in stats.items():
             if isinstance(v, dict) and _finite(v.get("mean")):
                 scores[(f"saliency {stat}", map_name)] = float(v["mean"])
