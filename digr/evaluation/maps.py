@@ -14,9 +14,9 @@ import torch as th
 
 from digr.contracts import Policy, greedy_action
 from digr.evaluation.metrics import mass_inside, mean_ci, pointing_game, spearman, topk_iou
-from digr.saliency import gradient_saliency
+from digr.saliency import AttentionMap, gradient_saliency
 
-__all__ = ["agree_actions", "batched", "gradient_maps", "map_quality"]
+__all__ = ["agree_actions", "attention_maps", "batched", "gradient_maps", "map_quality"]
 
 
 def batched(fn: Callable[..., th.Tensor], image: th.Tensor, side: th.Tensor | None, batch: int, *args) -> th.Tensor:
@@ -36,6 +36,13 @@ def gradient_maps(policy: Policy, image: th.Tensor, side: th.Tensor | None, batc
     """
     action = greedy_action(policy, image, side)
     return batched(lambda x, s, a: gradient_saliency(policy, x, a, s), image, side, batch, action).cpu().numpy()
+
+
+def attention_maps(policy: Policy, image: th.Tensor, side: th.Tensor | None, batch: int = 256) -> np.ndarray:
+    """An attention student's own map (:class:`digr.saliency.AttentionMap`, read off its forward pass and upsampled to
+    the frame) on every frame, float32 ``[N, H, W]`` ≥ 0. :raises ValueError: the policy has no built-in attention."""
+    method = AttentionMap()
+    return batched(lambda x, s: method(policy, x, None, s), image, side, batch).cpu().numpy()
 
 
 def map_quality(

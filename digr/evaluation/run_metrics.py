@@ -7,7 +7,8 @@ the teacher's ``num_timesteps`` and each student's ``lam`` and ``mask``, join th
     {"eval_episodes", "eval_seed", "heldout_frames", "top_percent",
      "teacher": {"rollout": summary, ["rollout_compare": summary]},
      "students": {name: {"rollout": summary, ["rollout_compare": summary], "action_agreement": float}},
-     "maps": {"teacher perturbation" | "teacher gradient" | "<student> gradient": {metric: {"mean", "ci95", "n"}}},
+     "maps": {"teacher perturbation" | "teacher gradient" | "<student> gradient" | "<student> attention" (attention
+              students) | "teacher occlusion": {metric: {"mean", "ci95", "n"}}},
      "latency": {"threads", "rows", "ratio"}}
 
 with summaries of :func:`digr.evaluation.returns.summarize_episodes` and map metrics of
@@ -26,7 +27,7 @@ import torch as th
 from digr.contracts import Policy
 from digr.evaluation.independent import independent_quality, occlusion_maps
 from digr.evaluation.latency import latency_rows, latency_summary
-from digr.evaluation.maps import agree_actions, gradient_maps, map_quality
+from digr.evaluation.maps import agree_actions, attention_maps, gradient_maps, map_quality
 from digr.evaluation.returns import distinct_episodes, rollout_returns
 from digr.method.dataset import StateDataset
 
@@ -89,6 +90,8 @@ def evaluate_agents(
         metrics["students"][name]["action_agreement"] = agree_actions(student, teacher, image, side)
     maps = {"teacher perturbation": reference, "teacher gradient": gradient_maps(teacher, image, side)}
     maps.update({f"{name} gradient": gradient_maps(student, image, side) for name, student in students.items()})
+    attending = {name: student for name, student in students.items() if getattr(student, "has_attention", False)}
+    maps.update({f"{name} attention": attention_maps(student, image, side) for name, student in attending.items()})
     ref = th.as_tensor(reference)
     for name, m in maps.items():
         metrics["maps"][name] = map_quality(
@@ -98,6 +101,7 @@ def evaluate_agents(
     if n:
         owners = {"teacher perturbation": teacher, "teacher gradient": teacher}
         owners |= {f"{name} gradient": student for name, student in students.items()}
+        owners |= {f"{name} attention": student for name, student in attending.items()}
         local = (None if target is None else target[:n], {k: v[:n] for k, v in regions.items()})
         _independent(metrics["maps"], maps, owners, teacher, image[:n], None if side is None else side[:n], local, e, log)
     student = next(iter(students.values()))

@@ -110,13 +110,15 @@ def bench_methods(
         "rows": [],
     }
     latency_cache: dict[tuple[str, str], dict] = {}
-    total = len(agents) * len(methods)
+    total = sum(m.applies_to(p) for p in agents.values() for m in methods.values())
     done = 0
     for agent_name, policy in agents.items():
         arch = "teacher" if agent_name == "teacher" else "student"
         action = greedy_action(policy, image, side)
         randomized = randomize_weights(policy, seed=seed)
         for label, method in methods.items():
+            if not method.applies_to(policy):  # attention maps: only students with built-in attention
+                continue
             t0 = time.perf_counter()
             maps = batched(lambda x, s, a, m=method, p=policy: m(p, x, a, s), image, side, 32, action).detach().cpu()
             compute_s = time.perf_counter() - t0
@@ -154,7 +156,7 @@ def bench_methods(
                 )
             )
             row["gini"] = mean_ci(gini(maps))
-            key = (arch, label)
+            key = (agent_name if getattr(policy, "has_attention", False) else arch, label)  # same network, same time
             if key not in latency_cache:
                 lat = {}
                 for b in sorted({1, sb.latency_batch}):

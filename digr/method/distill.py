@@ -78,6 +78,7 @@ def train_student(
     device: str = "cpu",
     penalty_batch_size: int | None = None,
     config: dict | None = None,
+    attention_entropy: float = 0.0,
 ) -> list[dict]:
     """Train ``student`` on ``data`` with Adam for ``steps`` minibatch steps; resumes from ``checkpoint_path``.
 
@@ -93,6 +94,7 @@ def train_student(
         learning rate. :param tau: teacher temperature τ > 0. :param target: the penalised score g
         (:data:`digr.saliency.TARGETS`). :param seed: seeds the sampler. :param checkpoint_every: steps between
         checkpoints. :param log: called with each history row (every 50 steps). :param progress: called with the step.
+    :param attention_entropy: c of the attention-entropy term c·H(A) (attention students; 0 = none).
     :param config: the config the student depends on, stored in every checkpoint (the caller refuses to resume from a
         checkpoint whose config differs: :func:`digr.checkpoint.checkpoint_config`).
     :returns: the loss history, one dict per logged step ``{"step", "loss", "kl", "penalty", "sec"}``.
@@ -152,7 +154,7 @@ def train_student(
         rows = None
         if use_mask and penalty_batch_size is not None and penalty_batch_size < len(idx):
             rows = th.as_tensor(np.sort(rng.choice(len(idx), penalty_batch_size, replace=False)), device=device)
-        loss, kl, pen = digr_loss(student, image, t_logits, mask, lam, side, tau, target, rows)
+        loss, kl, pen = digr_loss(student, image, t_logits, mask, lam, side, tau, target, rows, attention_entropy)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -9,6 +9,8 @@ Doshi-Velez 2017 eq. 1, and policy distillation of Rusu et al. 2016):
 * g = log π_S(a*|s) with a* = argmax π_T (default), Σ_a log π_S(a|s), or the logit of a* (``target``).
 * M(s) ∈ {0,1}^{H×W} is broadcast over channels; ‖·‖² sums over channels and pixels, then averages over the batch.
 * The penalty is differentiated through (double backpropagation, ``create_graph=True``).
+* Attention students (:mod:`digr.policies.attention`) may add c·H(A), the entropy of their attention maps
+  (rl-attention's penalty), so the two ideas combine: KL + c·H(A) + λ·masked penalty.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch as th
 
 from digr.contracts import Policy, categorical_kl
+from digr.policies.attention import attention_entropy as _entropy
 from digr.saliency.gradient import input_gradient
 
 __all__ = ["digr_loss", "kl_teacher_student", "masked_gradient_penalty"]
@@ -61,6 +64,7 @@ def digr_loss(
     tau: float = 1.0,
     target: str = "log_prob",
     penalty_rows: th.Tensor | None = None,
+    attention_entropy: float = 0.0,
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """Total DIGR loss and its two terms ``(total, kl, penalty)``, scalar floats (``kl`` and ``penalty`` detached).
 
@@ -71,14 +75,17 @@ def digr_loss(
 
     :param image: float ``[B, C, H, W]`` in [0, 1]. :param teacher_logits: float ``[B, A]``.
     :param mask: float ``[B, H, W]`` in {0, 1} (1 = penalised) or None. :param lam: λ ≥ 0.
+    :param attention_entropy: c ≥ 0; adds c·H(A) of the student's attention maps on the batch (rl-attention's penalty,
+        :func:`digr.policies.attention.attention_entropy`; the student must have ``attention_map()``).
     """
     student_logits = student(image, side)
     kl = kl_teacher_student(teacher_logits, student_logits, tau)
+    base = kl + attention_entropy * _entropy(student.attention_map()) if attention_entropy else kl  # before the penalty's pass
     if lam == 0 or mask is None:
-        return kl, kl.detach(), th.zeros((), device=kl.device)
+        return base, kl.detach(), th.zeros((), device=kl.device)
     a_star = teacher_logits.argmax(dim=1)
     if penalty_rows is not None:
         image, a_star, mask = image[penalty_rows], a_star[penalty_rows], mask[penalty_rows]
         side = None if side is None else side[penalty_rows]
     pen = masked_gradient_penalty(student, image, a_star, mask, side, target)
-    return kl + lam * pen, kl.detach(), pen.detach()
+    return base + lam * pen, kl.detach(), pen.detach()

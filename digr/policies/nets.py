@@ -14,10 +14,40 @@ import itertools
 import torch as th
 from torch import nn
 
-__all__ = ["ARCHS", "DEFAULT_GRID_CHANNELS", "GridCNN", "NatureCNN", "PolicyNet"]
+from digr.policies.attention import ATTENTIONS, AttentionBody
+
+__all__ = ["ARCHS", "DEFAULT_GRID_CHANNELS", "GridCNN", "NatureCNN", "PolicyNet", "dense_trunk", "grid_trunk", "nature_trunk"]
 
 ARCHS = ("grid", "nature")
 DEFAULT_GRID_CHANNELS = (32, 64, 64)
+
+
+def grid_trunk(in_channels: int, cell: int = 8, channels: tuple[int, ...] = DEFAULT_GRID_CHANNELS) -> list[nn.Module]:
+    """:class:`GridCNN`'s conv layers (no flatten): Conv(k = s = cell) → ReLU → [Conv 3×3 pad 1 → ReLU]…"""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], cell, stride=cell), nn.ReLU()]
+    for c_in, c_out in itertools.pairwise(channels):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+    return layers
+
+
+def _conv_relu(in_channels: int, layers: list[tuple[int, int, int, int]]) -> list[nn.Module]:
+    """Conv2d → ReLU for each ``(out_channels, kernel, stride, padding)``."""
+    out: list[nn.Module] = []
+    for c_out, k, stride, pad in layers:
+        out += [nn.Conv2d(in_channels, c_out, k, stride=stride, padding=pad), nn.ReLU()]
+        in_channels = c_out
+    return out
+
+
+def nature_trunk(in_channels: int) -> list[nn.Module]:
+    """:class:`NatureCNN`'s conv layers (no flatten): 32×8×8/4, 64×4×4/2, 64×3×3/1, each followed by ReLU."""
+    return _conv_relu(in_channels, [(32, 8, 4, 0), (64, 4, 2, 0), (64, 3, 1, 0)])
+
+
+def dense_trunk(in_channels: int) -> list[nn.Module]:
+    """The stride-1 trunk of Free-Lunch Saliency's dense variant (Nikulin et al. 2019, ``cnn_dense_fls``): Conv 7×7×32,
+    5×5×64, 3×3×64 with SAME padding and ReLU; the output keeps the frame's H×W."""
+    return _conv_relu(in_channels, [(32, 7, 1, 3), (64, 5, 1, 2), (64, 3, 1, 1)])
 
 
 class GridCNN(nn.Module):
@@ -45,10 +75,7 @@ class GridCNN(nn.Module):
         if not channels or min(channels) < 1:
             raise ValueError(f"channels={channels!r}: give at least one positive channel count (teacher.channels)")
         self.side_dim = side_dim
-        layers: list[nn.Module] = [nn.Conv2d(c, channels[0], cell, stride=cell), nn.ReLU()]
-        for c_in, c_out in itertools.pairwise(channels):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
-        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.conv = nn.Sequential(*grid_trunk(c, cell, channels), nn.Flatten())
         self.fc = nn.Sequential(nn.Linear(channels[-1] * (h // cell) * (w // cell) + side_dim, features_dim), nn.ReLU())
         self.features_dim = features_dim
 
@@ -80,15 +107,7 @@ class NatureCNN(nn.Module):
                 f"NatureCNN needs images of at least 36×36 pixels, got {h}×{w}; use arch 'grid' for small renders"
             )
         self.side_dim = side_dim
-        self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        self.conv = nn.Sequential(*nature_trunk(c), nn.Flatten())
         with th.no_grad():
             n = self.conv(th.zeros(1, c, h, w)).shape[1]
         self.fc = nn.Sequential(nn.Linear(n + side_dim, features_dim), nn.ReLU())
@@ -99,11 +118,13 @@ class NatureCNN(nn.Module):
 
 class PolicyNet(nn.Module):
     """A student policy: a :class:`GridCNN` (``arch="grid"``) or :class:`NatureCNN` (``arch="nature"``) body and a
-    linear head giving action logits ``[B, A]`` (float32).
+    linear head giving action logits ``[B, A]`` (float32). With ``attention`` other than ``"none"`` the body is an
+    :class:`digr.policies.attention.AttentionBody` on that architecture's conv trunk (``region``, ``fls_sparse``) or on
+    Free-Lunch Saliency's stride-1 trunk (``fls_dense``), and :meth:`attention_map` returns the last forward pass's map.
 
     Constructor arguments are stored in ``self.spec`` (JSON-safe) so that a saved state dict can be rebuilt.
 
-    :raises ValueError: unknown ``arch`` or an image shape the body cannot take.
+    :raises ValueError: unknown ``arch`` or ``attention``, or an image shape the body cannot take.
     """
 
     def __init__(
@@ -115,10 +136,13 @@ class PolicyNet(nn.Module):
         features_dim: int = 256,
         arch: str = "grid",
         channels: tuple[int, ...] | list[int] = DEFAULT_GRID_CHANNELS,
+        attention: str = "none",
     ):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"arch={arch!r} is not one of {ARCHS}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention={attention!r} is not one of {ATTENTIONS}")
         self.spec = {
             "image_shape": list(image_shape),
             "n_actions": n_actions,
@@ -130,12 +154,38 @@ class PolicyNet(nn.Module):
             self.spec["arch"] = arch
         if tuple(channels) != DEFAULT_GRID_CHANNELS and arch == "grid":  # only non-defaults, so older specs stay valid
             self.spec["channels"] = list(channels)
-        self.body = (
-            GridCNN(tuple(image_shape), side_dim, cell, features_dim, tuple(channels))
-            if arch == "grid"
-            else NatureCNN(tuple(image_shape), side_dim, features_dim)
-        )
+        if attention != "none":
+            self.spec["attention"] = attention
+        shape, c = tuple(image_shape), image_shape[0]
+        if attention == "none":
+            self.body = (
+                GridCNN(shape, side_dim, cell, features_dim, tuple(channels))
+                if arch == "grid"
+                else NatureCNN(shape, side_dim, features_dim)
+            )
+        else:
+            trunk = (
+                dense_trunk(c)
+                if attention == "fls_dense"
+                else grid_trunk(c, cell, tuple(channels))
+                if arch == "grid"
+                else nature_trunk(c)
+            )
+            self.body = AttentionBody(trunk, shape, attention, side_dim, features_dim)
         self.head = nn.Linear(features_dim, n_actions)
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the network has a built-in attention map (:meth:`attention_map`)."""
+        return isinstance(self.body, AttentionBody)
+
+    def attention_map(self) -> th.Tensor:
+        """The attention maps of the last forward pass, float ``[B, k, h, w]`` (module docstring of
+        :mod:`digr.policies.attention`). :raises ValueError: the network has no attention. :raises RuntimeError: no
+        forward pass yet."""
+        if not self.has_attention:
+            raise ValueError("this student has no attention map (attention: none); build it with attention: region/fls_*")
+        return self.body.attention()
 
     def forward(self, image: th.Tensor, side: th.Tensor | None = None) -> th.Tensor:
         """:param image: float ``[B, C, H, W]`` in [0, 1]; :param side: ``[B, K]`` or None. :returns: logits ``[B, A]``."""

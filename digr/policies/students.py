@@ -15,18 +15,28 @@ from digr.policies.nets import PolicyNet
 __all__ = ["load_student", "new_student", "save_student"]
 
 
-def new_student(image_shape: tuple[int, int, int], n_actions: int, side_dim: int, arch, seed: int) -> PolicyNet:
+def new_student(
+    image_shape: tuple[int, int, int], n_actions: int, side_dim: int, arch, seed: int, attention: str = "none"
+) -> PolicyNet:
     """A freshly initialised student whose body has the teacher's architecture; its initial weights depend on ``seed``
     only (not on the global RNG state, i.e. not on which stages ran before in the same process).
 
     :param image_shape: ``(C, H, W)``. :param n_actions: A. :param side_dim: K (0 for none).
     :param arch: the teacher config section (``arch``, ``cell``, ``features_dim``, ``channels`` are read).
-    :raises ValueError: an image shape the architecture cannot take.
+    :param attention: ``none`` or a built-in attention map on that architecture (:data:`digr.policies.attention.ATTENTIONS`).
+    :raises ValueError: an image shape the architecture cannot take, or an unknown ``attention``.
     """
     with th.random.fork_rng():
         th.manual_seed(seed)
         return PolicyNet(
-            tuple(image_shape), n_actions, side_dim, arch.cell, arch.features_dim, arch=arch.arch, channels=arch.channels
+            tuple(image_shape),
+            n_actions,
+            side_dim,
+            arch.cell,
+            arch.features_dim,
+            arch=arch.arch,
+            channels=arch.channels,
+            attention=attention,
         )
 
 

@@ -262,6 +262,26 @@ class StudentSpec(Section):
     mask: Literal["selective", "all", "none"] = _field(
         "selective", "selective (DIGR), all (M = 1, non-selective IGR) or none (plain distillation; needs lam 0)"
     )
+    attention: Literal["none", "region", "fls_sparse", "fls_dense"] = _field(
+        "none",
+        "a saliency map built into the student: region (region-sensitive module, Yang et al. 2018 / rl-attention), "
+        "fls_sparse or fls_dense (Free-Lunch Saliency, Nikulin et al. 2019); none = the teacher's plain architecture",
+    )
+    attention_entropy: float = _field(
+        0.0,
+        "c of the attention-entropy penalty c·H(A) added to the loss (region only; rl-attention: 0.001-0.005)",
+        "1/nat",
+        ge=0,
+    )
+
+    @model_validator(mode="after")
+    def _entropy_needs_region(self) -> StudentSpec:
+        if self.attention_entropy and self.attention != "region":
+            raise ConfigError(
+                f"distill.students ({self.name}): attention_entropy needs attention: region (its maps are distributions "
+                f"over positions); got attention: {self.attention}. Set attention_entropy: 0 or attention: region"
+            )
+        return self
 
 
 def _default_students() -> list[StudentSpec]:

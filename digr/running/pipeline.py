@@ -129,7 +129,8 @@ class Pipeline:
                 continue
             t0, files = time.perf_counter(), self.folder.student(spec.name).fresh()  # no stale DAgger rounds mixed in
             data = DistillData(ds.images, ds.teacher_logits, ds.side, self._mask(spec.mask, sal.shape, sal))
-            student = new_student(ds.images.shape[1:], ds.teacher_logits.shape[1], ds.side_dim, cfg.teacher, cfg.seed)
+            shape, n_actions = ds.images.shape[1:], ds.teacher_logits.shape[1]
+            student = new_student(shape, n_actions, ds.side_dim, cfg.teacher, cfg.seed, spec.attention)
             teacher = self.load_teacher() if d.dagger_rounds else None
             round_data = functools.partial(self._dagger_round, spec, student, teacher)
             train = functools.partial(self._train, spec, student)
@@ -147,7 +148,7 @@ class Pipeline:
         log_row = functools.partial(outputs.distill_progress, self.tracker, spec.name, total)
         with progress(f"distill: {spec.name} (λ={spec.lam:g}, mask={spec.mask})", total) as update:
             kw |= {"checkpoint_path": files.checkpoint, "log": log_row, "progress": update}
-            return train_student(student, data, lam=spec.lam, steps=total, **kw)
+            return train_student(student, data, lam=spec.lam, steps=total, attention_entropy=spec.attention_entropy, **kw)
 
     def _dagger_round(self, spec, student, teacher, r: int) -> DistillData:
         """The student's teacher-labelled states of DAgger round ``r`` (:func:`digr.method.dagger.labelled_round`)."""

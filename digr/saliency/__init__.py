@@ -16,11 +16,14 @@ mollify_box/laplace/   gradient mollified with other kernels (our instantiation)
   mollify_bump
 perturbation           blur-perturbation saliency, batched                          Greydanus et al. 2018
 occlusion              constant-patch occlusion, batched                            Zeiler & Fergus 2014
+attention              an attention student's own map, from its forward pass       Yang et al. 2018; Nikulin et al. 2019
+attention_gradient     (∂ max attention / ∂x)², rl-attention's rendering            rl-attention (Nikulin et al. 2019)
 =====================  ==========================================================  ==================================
 """
 
 import functools
 
+from digr.saliency.attention import AttentionGradient, AttentionMap
 from digr.saliency.base import REDUCTIONS, Cost, SaliencyMethod, reduce_channels
 from digr.saliency.gradient import (
     TARGETS,
@@ -52,6 +55,8 @@ __all__ = [
     "SAMPLING_METHODS",
     "TARGETS",
     "AdaptGrad",
+    "AttentionGradient",
+    "AttentionMap",
     "Cost",
     "GradientXInput",
     "IntegratedGradients",
@@ -91,6 +96,8 @@ METHODS = {
     "mollify_bump": functools.partial(Mollified, kernel="bump"),
     "occlusion": Occlusion,
     "perturbation": PerturbationSaliency,
+    "attention": AttentionMap,
+    "attention_gradient": AttentionGradient,
 }
 
 

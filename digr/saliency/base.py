@@ -106,6 +106,11 @@ class SaliencyMethod(abc.ABC):
     def cost(self, image_shape: tuple[int, int, int]) -> Cost:
         """Forward/backward passes per map for a ``(C, H, W)`` frame."""
 
+    def applies_to(self, policy: Policy) -> bool:
+        """Whether this method can explain ``policy`` (every method can, except the attention maps, which need a
+        student with built-in attention)."""
+        return True
+
     def __call__(self, policy: Policy, image: th.Tensor, action: th.Tensor | None, side: th.Tensor | None = None) -> th.Tensor:
         """Saliency map, float ``[B, H, W]`` (≥ 0 unless ``reduce="sum"``)."""
         return reduce_channels(self.attribute(policy, image, action, side), self.reduce)
