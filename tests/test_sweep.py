@@ -4,8 +4,13 @@ a teacher config share one trained teacher; a rerun skips finished work; bad tri
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -77,16 +82,25 @@ def test_a_failing_trial_is_retried_then_reported_and_the_others_finish(tmp_path
 @pytest.mark.integration
 @pytest.mark.skipif(not RAY.is_file(), reason="the ray command is not installed beside this python")
 def test_sweep_through_a_ray_head_on_this_machine(tmp_path):
-    port = "6391"
-    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, capture_output=True, timeout=120)  # fmt: skip
+    """The head runs in its own process group and only that group is stopped afterwards (`ray stop` would stop every
+    Ray on the machine, a user's own cluster or sweep included)."""
+    port, temp = "6391", tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
+    head = subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats", "--block", f"--temp-dir={temp}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([str(RAY), "status", f"--address=127.0.0.1:{port}"], capture_output=True).returncode:
+            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
+            time.sleep(1)
         assert (
             main(["sweep", str(_sweep_file(tmp_path, "cluster", grid={"seed": [0, 1]})), "--address", f"127.0.0.1:{port}"])
             == 0
         )
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
     assert all((tmp_path / "cluster" / f"seed{s}" / "metrics.json").is_file() for s in (0, 1))
     assert not (tmp_path / "cluster" / "_teachers").exists()  # different seeds: each trial trains its own teacher
 
