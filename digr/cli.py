@@ -9,7 +9,7 @@
     digr attack CONFIG.yaml [--attacks random,fgsm,pgd10,pgd50,mad] [--eps 1/255,3/255,5/255] [--episodes N]
                             [--agents teacher,digr]
                                       returns and action flips under observation attacks: table + plots
-    digr drive CONFIG.yaml [--agent digr] [--video out.mp4] [--serve PORT] [--window] [--teacher-every N]
+    digr drive CONFIG.yaml [--agent digr] [--video out.mp4] [--serve PORT] [--window] [--teacher-every N] [--map attention]
                                       an agent acts while its saliency map (one backward pass) is drawn over each frame
     digr bench saliency CONFIG.yaml   per-frame latency: student gradient vs teacher perturbation
     digr config CONFIG.yaml           the resolved config, every field with its help, unit and default
@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "--teacher-every", type=int, default=0, metavar="N", help="draw the teacher's perturbation map every N frames"
     )
     dr.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all")
+    dr.add_argument(
+        "--map",
+        dest="live_map",
+        choices=("gradient", "attention"),
+        default="gradient",
+        help="the live map: gradient (1 forward + 1 backward) or attention (an attention student's own map, no extra pass)",
+    )
     sw = sub.add_parser("sweep", help="a grid / random search of `digr run` trials on Ray Tune (this machine or --address)")
     sw.add_argument("sweep", help="sweep YAML (see experiments/sweeps/)")
     sw.add_argument("--address", default=None, help="a Ray cluster, e.g. 10.0.0.5:6379 (default: a local Ray on this machine)")
@@ -275,7 +282,10 @@ def _command(args, cfg, pipe) -> int:
                 value = getattr(args, flag)
                 if value is not None and value < (1 if flag == "episodes" else 0):
                     raise ConfigError(f"--{flag.replace('_', '-')} must be ≥ {1 if flag == 'episodes' else 0}, got {value}")
-            kw = {k: getattr(args, k) for k in ("video", "fps", "serve", "host", "window", "teacher_every", "max_steps")}
+            kw = {
+                k: getattr(args, k)
+                for k in ("video", "fps", "serve", "host", "window", "teacher_every", "max_steps", "live_map")
+            }
             r = drive_command(pipe, args.agent, episodes=args.episodes, seed=args.seed, **kw)
             print(
                 f"drive: {r['agent']}, {r['frames']} frames at {r['fps']:.1f} FPS (whole loop), saliency map "

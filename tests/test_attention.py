@@ -154,3 +154,9 @@ def test_a_run_with_attention_students_reports_their_maps(tmp_path):
     assert ("rs", "attention") in rows and ("fls_digr", "attention_gradient") in rows
     assert ("plain", "attention") not in rows and ("teacher", "attention") not in rows
     assert next(r for r in bench["rows"] if r["method"] == "attention")["cost"] == "1 fwd"
+    # live: the attention student drives with its own map; a plain student has none to show
+    video = tmp_path / "rs.mp4"
+    assert main(["drive", *args, "--agent", "rs", "--map", "attention", "--video", str(video), "--max-steps", "5"]) == 0
+    assert video.stat().st_size > 0
+    assert main(["drive", *args, "--agent", "plain", "--map", "attention", "--video", str(tmp_path / "p.mp4")]) == 2
+    assert not (tmp_path / "p.mp4").exists()

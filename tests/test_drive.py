@@ -65,6 +65,26 @@ def test_the_explaining_actor_gives_the_greedy_action_and_its_gradient_map(minig
     assert act.extras["ms"] > 0
 
 
+def test_the_attending_actor_reads_the_map_off_its_acting_pass(minigrid):
+    from digr.running.drive import AttendingActor
+    from digr.saliency import AttentionMap
+
+    env_fn, plain = minigrid
+    obs, _ = env_fn().reset(seed=1)
+    image = th.as_tensor(obs["image"][None]).float() / 255
+    cfg = load_config(CONFIG)
+    student = new_student(obs["image"].shape, 7, 0, cfg.teacher, 0, attention="region")
+    calls = []
+    student.register_forward_hook(lambda *_: calls.append(1))
+    act = AttendingActor(student)(image, None)
+    assert len(calls) == 1 and act.actions == student(image, None).argmax(1).tolist()
+    assert np.allclose(act.extras["saliency"], AttentionMap()(student, image, None).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="attention"):
+        AttendingActor(plain)
+    summary = drive(env_fn, student, label="rs", episodes=1, seed=0, live_map="attention")
+    assert summary["frames"] >= 1 and summary["saliency_ms"] > 0
+
+
 def test_drive_writes_a_video_that_decodes(tmp_path, minigrid):
     import imageio.v2 as imageio
 

@@ -22,8 +22,9 @@ from digr.contracts import Policy, policy_device
 from digr.live.overlay import display_frame, hud, overlay, side_by_side
 from digr.rollout import Act, Step, run_episodes
 from digr.saliency import PerturbationSaliency, act_and_explain
+from digr.saliency.attention import has_attention, upsample_attention
 
-__all__ = ["ExplainingActor", "bench_drive", "drive", "drive_command", "load_agent"]
+__all__ = ["ACTORS", "AttendingActor", "ExplainingActor", "bench_drive", "drive", "drive_command", "load_agent"]
 
 
 class ExplainingActor:
@@ -44,9 +45,31 @@ class ExplainingActor:
         return Act(action.tolist(), None, {"saliency": saliency, "ms": ms})
 
 
+class AttendingActor:
+    """Acts greedily from one forward pass and reads the attention student's map off that same pass
+    (:class:`digr.saliency.AttentionMap`: no extra pass). ``Act.extras`` as :class:`ExplainingActor`'s, ``ms`` being the
+    forward pass and the read. :raises ValueError: the policy has no built-in attention map."""
+
+    def __init__(self, policy: Policy):
+        if not has_attention(policy):
+            raise ValueError("--map attention needs a student distilled with attention: region, fls_sparse or fls_dense")
+        self.policy = policy
+
+    def __call__(self, image: th.Tensor, side: th.Tensor | None) -> Act:
+        t0 = time.perf_counter()
+        with th.no_grad():
+            action = self.policy(image, side).argmax(dim=1)
+            saliency = upsample_attention(self.policy.attention_map(), tuple(image.shape[2:]))[:, 0].cpu().numpy()
+        return Act(action.tolist(), None, {"saliency": saliency, "ms": 1000.0 * (time.perf_counter() - t0)})
+
+
+ACTORS = {"gradient": ExplainingActor, "attention": AttendingActor}
+"""Live maps: ``gradient`` (one forward + one backward pass) or ``attention`` (an attention student's own map)."""
+
+
 def drive(env_fn: Callable, policy: Policy, *, label: str, episodes: int = 1, seed: int = 0, sinks: Sequence = (),
           teacher: Policy | None = None, perturbation=None, teacher_every: int = 0, max_steps: int | None = None,
-          scale: int = 4, stop: Callable[[], bool] | None = None) -> dict:  # fmt: skip
+          scale: int = 4, stop: Callable[[], bool] | None = None, live_map: str = "gradient") -> dict:  # fmt: skip
     """Drive ``episodes`` episodes with ``policy``, sending overlaid frames to ``sinks`` (module docstring).
 
     :param env_fn: makes one contract env. :param label: the agent's name on the HUD. :param sinks: objects with
@@ -55,10 +78,11 @@ def drive(env_fn: Callable, policy: Policy, *, label: str, episodes: int = 1, se
         ``perturbation`` (the run's :class:`digr.running.config.PerturbationConfig`).
     :param max_steps: stop after this many steps in all (None: when the episodes end). :param scale: display upscaling.
     :param stop: checked after every step; True ends the drive (a closed window, Ctrl-C handled by the caller).
+    :param live_map: a key of :data:`ACTORS`: the agent's gradient map, or an attention student's own map.
     :returns: ``{"agent", "frames", "returns", "fps", "saliency_ms", "teacher_map_ms", "teacher_maps"}``: ``fps`` is
         the mean rate of the whole loop (env step + act_and_explain + overlay + sinks); the ms are medians.
     """
-    actor, device = ExplainingActor(policy), policy_device(policy)
+    actor, device = ACTORS[live_map](policy), policy_device(policy)
     method = PerturbationSaliency.from_params(perturbation) if teacher is not None and teacher_every else None
     s = {"frames": 0, "ret": 0.0, "returns": [], "t": time.perf_counter(), "panel": None}
     frame_times: deque = deque(maxlen=30)
@@ -139,12 +163,14 @@ def load_agent(pipe, agent: str) -> Policy:
 
 def drive_command(pipe, agent: str, *, episodes: int, seed: int | None, video: str | None = None, fps: float = 25.0,
                   serve: int | None = None, host: str = "127.0.0.1", window: bool = False, teacher_every: int = 0,
-                  max_steps: int | None = None, log: Callable[[str], None] = print) -> dict:  # fmt: skip
+                  max_steps: int | None = None, log: Callable[[str], None] = print,
+                  live_map: str = "gradient") -> dict:  # fmt: skip
     """``digr drive``: load ``agent`` (``teacher`` or a student name) from the run folder of ``pipe``
     (:class:`digr.running.pipeline.Pipeline`), open the sinks, drive, close the sinks (also on Ctrl-C: the video keeps
     the frames driven so far). Returns :func:`drive`'s summary.
 
-    :raises ConfigError: an unknown agent, or no sink at all. :raises StageError: the agent is not trained yet.
+    :raises ConfigError: an unknown agent, no sink at all, or ``live_map="attention"`` for an agent without attention.
+    :raises StageError: the agent is not trained yet.
     """
     from digr.errors import ConfigError
     from digr.live.sinks import Mp4Sink, WebSink, WindowSink
@@ -154,6 +180,9 @@ def drive_command(pipe, agent: str, *, episodes: int, seed: int | None, video: s
     if video is None and serve is None and not window:
         raise ConfigError("give at least one of --video PATH.mp4, --serve PORT or --window")
     policy = load_agent(pipe, agent)
+    if live_map == "attention" and not has_attention(policy):
+        attending = [s.name for s in cfg.distill.students if s.attention != "none"]
+        raise ConfigError(f"--map attention: {agent!r} has no attention map; students with one: {attending or 'none'}")
     teacher = pipe.load_teacher() if teacher_every else None
     sinks = []
     try:
@@ -168,6 +197,7 @@ def drive_command(pipe, agent: str, *, episodes: int, seed: int | None, video: s
         closed = lambda: any(getattr(k, "closed", False) for k in sinks)
         first = cfg.evaluate.seed if seed is None else seed
         kw = {"teacher": teacher, "perturbation": cfg.perturbation, "teacher_every": teacher_every, "max_steps": max_steps}
+        kw["live_map"] = live_map
         summary = drive(pipe.eval_env_fn, policy, label=agent, episodes=episodes, seed=first, sinks=sinks, stop=closed, **kw)
     finally:
         for sink in sinks:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from digr.saliency.base import Cost, SaliencyMethod, check_inputs
 
-__all__ = ["AttentionGradient", "AttentionMap", "attention_of"]
+__all__ = ["AttentionGradient", "AttentionMap", "attention_of", "has_attention", "upsample_attention"]
 
 
 def attention_of(policy, image: th.Tensor, side: th.Tensor | None) -> th.Tensor:
@@ -28,7 +28,7 @@ def attention_of(policy, image: th.Tensor, side: th.Tensor | None) -> th.Tensor:
 
     :raises ValueError: the policy has no built-in attention map.
     """
-    if not _has_attention(policy):
+    if not has_attention(policy):
         raise ValueError(
             f"{type(policy).__name__} has no built-in attention map; attention saliency needs a student distilled with "
             "attention: region, fls_sparse or fls_dense (distill.students[*].attention)"
@@ -37,12 +37,14 @@ def attention_of(policy, image: th.Tensor, side: th.Tensor | None) -> th.Tensor:
     return policy.attention_map()
 
 
-def _has_attention(policy) -> bool:
+def has_attention(policy) -> bool:
+    """Whether ``policy`` has a built-in attention map (an attention student, :mod:`digr.policies.attention`)."""
     return bool(getattr(policy, "has_attention", False))
 
 
-def _upsample(maps: th.Tensor, size: tuple[int, int]) -> th.Tensor:
-    """``[B, k, h, w]`` → ``[B, 1, H, W]``: sum over the k maps, then bilinear upsampling (identity at h×w = H×W)."""
+def upsample_attention(maps: th.Tensor, size: tuple[int, int]) -> th.Tensor:
+    """Attention maps ``[B, k, h, w]`` → a saliency attribution ``[B, 1, H, W]``: the sum over the k maps, upsampled
+    bilinearly to the frame's ``size`` = (H, W) (unchanged when h×w = H×W)."""
     summed = maps.sum(dim=1, keepdim=True)
     return summed if summed.shape[2:] == size else F.interpolate(summed, size=size, mode="bilinear", align_corners=False)
 
@@ -55,12 +57,12 @@ class AttentionMap(SaliencyMethod):
     name = "attention"
 
     def applies_to(self, policy) -> bool:
-        return _has_attention(policy)
+        return has_attention(policy)
 
     def attribute(self, policy, image, action=None, side=None):
         check_inputs(image, action, side, need_action=False)
         with th.no_grad():
-            return _upsample(attention_of(policy, image, side), tuple(image.shape[2:]))
+            return upsample_attention(attention_of(policy, image, side), tuple(image.shape[2:]))
 
     def cost(self, image_shape):
         return Cost(1, 0)
@@ -73,7 +75,7 @@ class AttentionGradient(SaliencyMethod):
     name = "attention_gradient"
 
     def applies_to(self, policy) -> bool:
-        return _has_attention(policy)
+        return has_attention(policy)
 
     def attribute(self, policy, image, action=None, side=None):
         check_inputs(image, action, side, need_action=False)
