@@ -15,7 +15,7 @@
     digr config CONFIG.yaml           the resolved config, every field with its help, unit and default
     digr sweep SWEEP.yaml [--address HOST:PORT]
                                       a grid / random search of resumable `digr run` trials on Ray Tune
-    digr summarize RUN_OR_SWEEP_DIR... [--out DIR] [--cross-teacher FRAMES]
+    digr summarize RUN_OR_SWEEP_DIR... [--out DIR] [--cross-teacher FRAMES] [--ignore FIELDS]
                                       over seeds: IQM with stratified-bootstrap CIs and P(DIGR > plain / IGR) (rliable)
 
 ``-o key.sub=value`` overrides config fields (values parsed as YAML), e.g. ``-o teacher.total_timesteps=100000``.
@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("runs", nargs="+", help="run folders, or folders searched for them (a sweep folder)")
     sm.add_argument("--out", default=None, help="where summary.md/.json/.png go (default: the first folder given)")
     sm.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
+    sm.add_argument(
+        "--ignore",
+        default=None,
+        metavar="FIELDS",
+        help="comma-separated config fields (dotted prefixes) that do not make a variant, e.g. saliency_bench",
+    )
     sm.add_argument(
         "--cross-teacher",
         type=int,
@@ -216,13 +222,20 @@ def _summarize(args) -> int:
     pairs = [tuple(p.split(":")) for p in args.compare.split(",") if p]
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise ConfigError(f"--compare takes X:Y pairs of agent names, e.g. digr:plain,digr:igr_all; got {args.compare!r}")
-    variants = group_variants(find_runs(args.runs))
+    ignore = [f for f in (args.ignore or "").split(",") if f]
+    variants = group_variants(find_runs(args.runs), ignore)
     if args.cross_teacher:
         from digr.evaluation.cross_teacher import write_cross_teacher
 
-        for runs in variants.values():
-            write_cross_teacher([r.path for r in runs], args.cross_teacher, log=print)
-        variants = group_variants(find_runs(args.runs))  # re-read: the runs now carry cross_teacher.json
+        if args.cross_teacher < 0:
+            raise ConfigError(f"--cross-teacher takes a number of held-out frames >= 1, got {args.cross_teacher}")
+        for label, runs in variants.items():
+            try:
+                write_cross_teacher([r.path for r in runs], args.cross_teacher, log=print)
+            except DigrError as e:  # e.g. student seeds that share one teacher: no independent reference there
+                print(f"cross-teacher: {label}: skipped ({e})")
+        ignore = [f for f in (args.ignore or "").split(",") if f]
+    variants = group_variants(find_runs(args.runs), ignore)  # re-read: the runs now carry cross_teacher.json
     summaries = [summarize_variant(label, runs, pairs, reps=args.reps) for label, runs in variants.items()]
     print(write_summary(args.out or args.runs[0], summaries))
     return 0

@@ -100,3 +100,17 @@ def test_the_second_protocol_is_its_own_metric_in_the_summary(tmp_path):
     s = summarize_variant("all", find_runs([tmp_path]), reps=50)
     assert s.estimates["return"]["teacher"].scores == (10.0, 11.0)
     assert s.estimates["return, no-op protocol"]["teacher"].scores == (20.0, 20.0)
+
+
+def test_runs_from_older_code_join_the_variant_of_newer_ones(tmp_path):
+    """A field added after a run was made takes its default when runs are grouped; --ignore drops a section."""
+    from digr.evaluation.aggregate import group_variants
+
+    for seed, cfg in enumerate(({}, {"evaluate": {"compare_label": "second protocol"}}, {"saliency_bench": {"frames": 3}})):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        (folder / "config.yml").write_text(yaml.safe_dump({"name": folder.name, "seed": seed, **cfg}))
+        (folder / "metrics.json").write_text(json.dumps({"teacher": {}, "students": {}, "maps": {}}))
+    runs = find_runs([tmp_path])
+    assert [len(v) for v in group_variants(runs).values()] == [2, 1]  # the bench setting makes a variant
+    assert [len(v) for v in group_variants(runs, ignore=["saliency_bench"]).values()] == [3]

@@ -171,8 +171,22 @@ def _short(value: object) -> str:
     return json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
 
 
-def group_variants(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
-    """Group runs whose configs are equal except for :data:`PER_RUN_FIELDS` (seed, name, run folder).
+def _with_defaults(config: dict) -> dict:
+    """The config as this version writes it: fields added since the run was made take their defaults, so a run from
+    older code and one from newer code that mean the same experiment compare equal. Left as it is if it no longer
+    validates."""
+    from digr.running.config import config_from_dict, config_to_dict
+
+    try:
+        return config_to_dict(config_from_dict(config))
+    except ConfigError:  # an old or foreign config: compare it as written
+        return config
+
+
+def group_variants(runs: Sequence[RunRecord], ignore: Sequence[str] = ()) -> dict[str, list[RunRecord]]:
+    """Group runs whose configs are equal except for :data:`PER_RUN_FIELDS` (seed, name, run folder) and the fields
+    under the dotted prefixes in ``ignore`` (e.g. ``saliency_bench`` for runs that did not run the bench). Configs are
+    compared with today's defaults filled in (:func:`_with_defaults`).
 
     Each group is labelled by the fields in which the groups differ, e.g. ``"distill.students=[...], env.id=MiniGrid…"``
     (``"all runs"`` when there is one group). Runs within a group are sorted by seed.
@@ -180,7 +194,8 @@ def group_variants(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     :raises DigrError: two runs of one variant have the same seed (they would count twice); the message names both
         folders, remove one of them from the summary.
     """
-    flat = [{k: v for k, v in _flatten(r.config).items() if k not in PER_RUN_FIELDS} for r in runs]
+    skip = lambda k: k in PER_RUN_FIELDS or any(k == p or k.startswith(p + ".") for p in ignore)
+    flat = [{k: v for k, v in _flatten(_with_defaults(r.config)).items() if not skip(k)} for r in runs]
     keys = [json.dumps(f, sort_keys=True, default=str) for f in flat]
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):

@@ -22,12 +22,13 @@ import torch as th
 from digr.checkpoint import sha256_file, write_text_atomic
 from digr.errors import DigrError
 from digr.evaluation.aggregate import CROSS_TEACHER_FILE
-from digr.evaluation.maps import gradient_maps
+from digr.evaluation.maps import attention_maps, gradient_maps
 from digr.evaluation.metrics import mean_ci, spearman, topk_iou
 from digr.method.dataset import load_dataset, perturbation_maps
 from digr.policies import load_student, load_teacher
 from digr.running.config import config_from_dict
 from digr.running.run_folder import RunFolder
+from digr.saliency.attention import has_attention
 
 __all__ = ["cross_teacher_quality", "write_cross_teacher"]
 
@@ -39,6 +40,7 @@ def cross_teacher_quality(run: Path, other: Path, frames: int = 256, device: str
     :param run: a finished run folder (config.yml, dataset_heldout.npz, teacher_saliency_heldout.npy, teacher and
         student weights). :param other: a run folder whose teacher was trained separately (another seed).
     :returns: ``{"other_run": str, "other_teacher_sha256": str, "requested_frames": frames, "frames": n, "top_percent": k,
+        "weights_sha256": {"teacher", "teacher_maps", <student>: SHA-256 of the files the maps came from},
         "maps": {map name: {"spearman_other_teacher" | "iou_top{k}_other_teacher": {"mean", "ci95", "n"}}}}``.
     :raises DigrError: a file of either run is missing, or both runs have the same teacher weights (no independent
         reference; e.g. student seeds on one committed teacher).
@@ -67,8 +69,13 @@ def cross_teacher_quality(run: Path, other: Path, frames: int = 256, device: str
     teacher = load_teacher(folder.teacher.weights, device)
     maps = {"teacher perturbation": np.load(folder.teacher_maps("heldout"))[:n]}
     maps["teacher gradient"] = gradient_maps(teacher, image, side)
+    weights = {"teacher": own_sha, "teacher_maps": sha256_file(folder.teacher_maps("heldout"))}
     for s in cfg.distill.students:
-        maps[f"{s.name} gradient"] = gradient_maps(load_student(folder.student(s.name).weights, device), image, side)
+        student = load_student(folder.student(s.name).weights, device)
+        weights[s.name] = sha256_file(folder.student(s.name).weights)
+        maps[f"{s.name} gradient"] = gradient_maps(student, image, side)
+        if has_attention(student):
+            maps[f"{s.name} attention"] = attention_maps(student, image, side)
     k = cfg.evaluate.top_percent
     ref = th.as_tensor(reference)
     quality = {
@@ -79,14 +86,15 @@ def cross_teacher_quality(run: Path, other: Path, frames: int = 256, device: str
         for name, m in maps.items()
     }
     return {"other_run": str(other), "other_teacher_sha256": other_sha, "requested_frames": frames, "frames": n,
-            "top_percent": k, "maps": quality}  # fmt: skip
+            "top_percent": k, "weights_sha256": weights, "maps": quality}  # fmt: skip
 
 
 def write_cross_teacher(
     runs: Sequence[Path], frames: int = 256, log: Callable[[str], None] | None = None, device: str = "cpu"
 ) -> int:
     """Pair each run with the next one in the given order (cyclically; seeds of one variant) and write
-    ``cross_teacher.json`` in each. A file made with the same other run and frame count is kept (no recomputation).
+    ``cross_teacher.json`` in each. A file made with the same other run, frame count and weights (both teachers, the
+    teacher maps, every student) is kept; anything retrained or added is recomputed.
 
     :returns: how many files were (re)written. Fewer than 2 runs: none.
     :raises DigrError: as :func:`cross_teacher_quality`.
@@ -97,7 +105,7 @@ def write_cross_teacher(
         return written
     for i, run in enumerate(runs):
         other, path = runs[(i + 1) % len(runs)], run / CROSS_TEACHER_FILE
-        if _current(path, other, frames):
+        if _current(path, run, other, frames):
             continue
         if log is not None:
             log(f"cross-teacher: maps of {run.name} against the teacher of {other.name}")
@@ -106,10 +114,18 @@ def write_cross_teacher(
     return written
 
 
-def _current(path: Path, other: Path, frames: int) -> bool:
-    """Whether ``path`` already holds the comparison with ``other`` on as many frames as asked (or all the run has)."""
+def _current(path: Path, run: Path, other: Path, frames: int) -> bool:
+    """Whether ``path`` already holds the comparison with ``other`` on as many frames as asked, made from the weights
+    (teachers, teacher maps, every configured student) that are in the two run folders now."""
+    import yaml
+
     try:
         old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # missing or damaged: (re)write
-    return old.get("other_run") == str(other) and bool(old.get("maps")) and old.get("requested_frames") == frames
+        folder, students = RunFolder(run), config_from_dict(yaml.safe_load((run / "config.yml").read_text())).distill.students
+        now = {"teacher": sha256_file(folder.teacher.weights), "teacher_maps": sha256_file(folder.teacher_maps("heldout"))}
+        now |= {s.name: sha256_file(folder.student(s.name).weights) for s in students}
+        other_now = sha256_file(RunFolder(other).teacher.weights)
+    except (OSError, ValueError, DigrError):
+        return False  # missing or damaged: (re)write, or let cross_teacher_quality name what is missing
+    return (old.get("other_run"), old.get("requested_frames"), old.get("weights_sha256"), old.get("other_teacher_sha256")) == (
+        str(other), frames, now, other_now)  # fmt: skip
