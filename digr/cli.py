@@ -28,7 +28,7 @@ import contextlib
 import sys
 
 from digr.errors import ConfigError, DigrError, StageError
-from digr.running.config import describe_config, load_config, validate_attack_spec
+from digr.running.config import config_from_dict, config_to_dict, describe_config, load_config, validate_attack_spec
 
 __all__ = ["main"]
 
@@ -212,6 +212,15 @@ def _sweep(args) -> int:
     return 1 if any(status.values()) else 0
 
 
+def _with_defaults(config: dict) -> dict:
+    """A run's config as this version writes it (fields added since the run was made take their defaults); as written
+    if it no longer validates."""
+    try:
+        return config_to_dict(config_from_dict(config))
+    except ConfigError:
+        return config
+
+
 def _summarize(args) -> int:
     """``digr summarize``: find the runs, group them into variants, write the summary; prints where it went.
 
@@ -223,9 +232,9 @@ def _summarize(args) -> int:
     if any(len(p) != 2 or not all(p) for p in pairs):
         raise ConfigError(f"--compare takes X:Y pairs of agent names, e.g. digr:plain,digr:igr_all; got {args.compare!r}")
     ignore = [f for f in (args.ignore or "").split(",") if f]
-    variants = group_variants(find_runs(args.runs), ignore)
+    variants = group_variants(find_runs(args.runs), ignore, _with_defaults)
     if args.cross_teacher:
-        from digr.evaluation.cross_teacher import write_cross_teacher
+        from digr.running.cross_teacher import write_cross_teacher
 
         if args.cross_teacher < 0:
             raise ConfigError(f"--cross-teacher takes a number of held-out frames >= 1, got {args.cross_teacher}")
@@ -235,7 +244,7 @@ def _summarize(args) -> int:
             except DigrError as e:  # e.g. student seeds that share one teacher: no independent reference there
                 print(f"cross-teacher: {label}: skipped ({e})")
         ignore = [f for f in (args.ignore or "").split(",") if f]
-    variants = group_variants(find_runs(args.runs), ignore)  # re-read: the runs now carry cross_teacher.json
+    variants = group_variants(find_runs(args.runs), ignore, _with_defaults)  # re-read: the runs now carry cross_teacher.json
     summaries = [summarize_variant(label, runs, pairs, reps=args.reps) for label, runs in variants.items()]
     print(write_summary(args.out or args.runs[0], summaries))
     return 0

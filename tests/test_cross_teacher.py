@@ -13,11 +13,11 @@ from test_integration import CONFIG, TINY
 
 from digr.cli import main
 from digr.errors import DigrError
-from digr.evaluation.cross_teacher import cross_teacher_quality
 from digr.evaluation.metrics import spearman
 from digr.method.dataset import load_dataset, perturbation_maps
 from digr.policies import load_teacher
 from digr.running.config import load_config
+from digr.running.cross_teacher import cross_teacher_quality
 
 NO_BENCH = ["-o", "saliency_bench.in_run=false", "-o", "distill.dagger_rounds=0", "-o", "evaluate.independent_frames=0"]
 

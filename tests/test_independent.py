@@ -104,6 +104,7 @@ def test_the_second_protocol_is_its_own_metric_in_the_summary(tmp_path):
 
 def test_runs_from_older_code_join_the_variant_of_newer_ones(tmp_path):
     """A field added after a run was made takes its default when runs are grouped; --ignore drops a section."""
+    from digr.cli import _with_defaults
     from digr.evaluation.aggregate import group_variants
 
     for seed, cfg in enumerate(({}, {"evaluate": {"compare_label": "second protocol"}}, {"saliency_bench": {"frames": 3}})):
@@ -112,5 +113,8 @@ def test_runs_from_older_code_join_the_variant_of_newer_ones(tmp_path):
         (folder / "config.yml").write_text(yaml.safe_dump({"name": folder.name, "seed": seed, **cfg}))
         (folder / "metrics.json").write_text(json.dumps({"teacher": {}, "students": {}, "maps": {}}))
     runs = find_runs([tmp_path])
-    assert [len(v) for v in group_variants(runs).values()] == [2, 1]  # the bench setting makes a variant
-    assert [len(v) for v in group_variants(runs, ignore=["saliency_bench"]).values()] == [3]
+    assert [len(v) for v in group_variants(runs, normalize=_with_defaults).values()] == [
+        2,
+        1,
+    ]  # the bench setting makes a variant
+    assert [len(v) for v in group_variants(runs, ["saliency_bench"], _with_defaults).values()] == [3]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ __all__ = [
     "summarize_variant",
 ]
 
-#: A run folder's agreement with another seed's teacher (written by :mod:`digr.evaluation.cross_teacher`).
+#: A run folder's agreement with another seed's teacher (written by :mod:`digr.running.cross_teacher`).
 CROSS_TEACHER_FILE = "cross_teacher.json"
 
 #: Config fields that do not make a variant: runs that differ only in these are seeds of one variant.
@@ -52,7 +52,7 @@ PER_RUN_FIELDS = ("seed", "name", "run_dir")
 class RunRecord:
     """One finished run. ``config``: the resolved config as written to ``config.yml`` (plain dict); ``metrics``:
     ``metrics.json``; ``attack``: ``attack/results.json`` or ``None``; ``cross_teacher``: ``cross_teacher.json``
-    (:mod:`digr.evaluation.cross_teacher`) or ``None``."""
+    (:mod:`digr.running.cross_teacher`) or ``None``."""
 
     path: Path
     config: dict
@@ -171,22 +171,13 @@ def _short(value: object) -> str:
     return json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
 
 
-def _with_defaults(config: dict) -> dict:
-    """The config as this version writes it: fields added since the run was made take their defaults, so a run from
-    older code and one from newer code that mean the same experiment compare equal. Left as it is if it no longer
-    validates."""
-    from digr.running.config import config_from_dict, config_to_dict
-
-    try:
-        return config_to_dict(config_from_dict(config))
-    except ConfigError:  # an old or foreign config: compare it as written
-        return config
-
-
-def group_variants(runs: Sequence[RunRecord], ignore: Sequence[str] = ()) -> dict[str, list[RunRecord]]:
+def group_variants(
+    runs: Sequence[RunRecord], ignore: Sequence[str] = (), normalize: Callable[[dict], dict] | None = None
+) -> dict[str, list[RunRecord]]:
     """Group runs whose configs are equal except for :data:`PER_RUN_FIELDS` (seed, name, run folder) and the fields
-    under the dotted prefixes in ``ignore`` (e.g. ``saliency_bench`` for runs that did not run the bench). Configs are
-    compared with today's defaults filled in (:func:`_with_defaults`).
+    under the dotted prefixes in ``ignore`` (e.g. ``saliency_bench`` for runs that did not run the bench). ``normalize``
+    maps each config before the comparison (the CLI fills in today's defaults, so runs from older code that mean the
+    same experiment join their variant).
 
     Each group is labelled by the fields in which the groups differ, e.g. ``"distill.students=[...], env.id=MiniGrid…"``
     (``"all runs"`` when there is one group). Runs within a group are sorted by seed.
@@ -195,7 +186,7 @@ def group_variants(runs: Sequence[RunRecord], ignore: Sequence[str] = ()) -> dic
         folders, remove one of them from the summary.
     """
     skip = lambda k: k in PER_RUN_FIELDS or any(k == p or k.startswith(p + ".") for p in ignore)
-    flat = [{k: v for k, v in _flatten(_with_defaults(r.config)).items() if not skip(k)} for r in runs]
+    flat = [{k: v for k, v in _flatten(normalize(r.config) if normalize else r.config).items() if not skip(k)} for r in runs]
     keys = [json.dumps(f, sort_keys=True, default=str) for f in flat]
     groups: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
@@ -233,7 +224,7 @@ def run_scores(run: RunRecord) -> dict[tuple[str, str], float]:
     - ``saliency <stat>`` for every map of the report (agent = map name, e.g. ``"digr gradient"``): Spearman ρ, top-k %
       IoU with the teacher's perturbation map, mass inside and pointing game on the env's ground-truth masks, and the
       mask-independent statistics of :mod:`digr.evaluation.independent` (occlusion agreement, deletion/insertion) and
-      of :mod:`digr.evaluation.cross_teacher` (agreement with another seed's teacher) where the run has them;
+      of :mod:`digr.running.cross_teacher` (agreement with another seed's teacher) where the run has them;
     - ``return under <attack> <ε>``: closed-loop mean return under ``digr attack`` cells, when the run has them.
     """
     m = run.metrics
