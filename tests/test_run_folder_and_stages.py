@@ -88,6 +88,13 @@ def test_fields_added_later_at_their_default_do_not_invalidate_a_stage(tmp_path)
     with pytest.raises(StageConfigMismatch, match=r"teacher.channels: None → \[16\]"):
         Stages(folder, wider, DEFAULT).is_done("teacher")
     assert drop_new_defaults({"a": 1}, {"a": 2, "b": 3}, {"b": 3}) == {"a": 2}
+    # a student finished before distill.students[*].attention existed is still done (the 5-seed sweep's seeds 0-1)
+    _done(Stages(folder, DEFAULT, DEFAULT), "distill", "digr")
+    marker = json.loads(folder.marker("distill", "digr").read_text())
+    for key in ("attention", "attention_entropy"):
+        del marker["config"]["student"][key]
+    folder.marker("distill", "digr").write_text(json.dumps(marker))
+    assert Stages(folder, DEFAULT, DEFAULT).is_done("distill", "digr")
     assert config_diff({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}}) == ["a.b: 1 → 2", "a.c: None → 3"]
 
 
@@ -95,7 +102,13 @@ def test_stage_config_slices(tmp_path):
     c = DEFAULT
     assert set(stage_config(c, "teacher")) == {"seed", "env", "teacher"}
     assert set(stage_config(c, "saliency")) == {"seed", "env", "teacher", "dataset", "perturbation"}
-    assert stage_config(c, "distill", "plain")["student"] == {"name": "plain", "lam": 0.0, "mask": "none"}
+    assert stage_config(c, "distill", "plain")["student"] == {
+        "name": "plain",
+        "lam": 0.0,
+        "mask": "none",
+        "attention": "none",
+        "attention_entropy": 0.0,
+    }
     assert stage_config(c, "evaluate") == c
     with pytest.raises(ValueError, match="unknown stage"):
         stage_config(c, "nope")

@@ -103,6 +103,8 @@ class Stages:
         self.folder = folder
         self.cfg = json.loads(json.dumps(cfg))  # what a marker holds after a JSON round trip (tuples → lists)
         self.default = json.loads(json.dumps(default))
+        students = self.default.get("distill", {}).get("students") or [{}]
+        self.default.setdefault("student", students[0])  # a distill stage's student spec: its fields' defaults
 
     def recorded_config(self, stage: str, student: str | None = None) -> dict | None:
         """The config dict stored in the stage's marker, or None if the stage has no marker.
