@@ -55,11 +55,12 @@ def cross_teacher_quality(run: Path, other: Path, frames: int = 256, device: str
         other_folder.teacher.weights,
         folder.dataset("heldout"),
         folder.teacher_maps("heldout"),
+        *(folder.student(s.name).weights for s in cfg.distill.students),
     ):
         if not path.is_file():
             raise DigrError(f"{path}: missing; cross-teacher agreement needs finished runs (`digr run`) on both sides")
-    own_sha, other_sha = sha256_file(folder.teacher.weights), sha256_file(other_folder.teacher.weights)
-    if own_sha == other_sha:
+    weights, other_sha = _fingerprint(run, cfg), sha256_file(other_folder.teacher.weights)
+    if weights["teacher"] == other_sha:
         raise DigrError(f"{run} and {other} have the same teacher weights: there is no independent teacher to compare with")
     full = load_dataset(folder.dataset("heldout"))
     n = min(frames, len(full))
@@ -69,10 +70,8 @@ def cross_teacher_quality(run: Path, other: Path, frames: int = 256, device: str
     teacher = load_teacher(folder.teacher.weights, device)
     maps = {"teacher perturbation": np.load(folder.teacher_maps("heldout"))[:n]}
     maps["teacher gradient"] = gradient_maps(teacher, image, side)
-    weights = {"teacher": own_sha, "teacher_maps": sha256_file(folder.teacher_maps("heldout"))}
     for s in cfg.distill.students:
         student = load_student(folder.student(s.name).weights, device)
-        weights[s.name] = sha256_file(folder.student(s.name).weights)
         maps[f"{s.name} gradient"] = gradient_maps(student, image, side)
         if has_attention(student):
             maps[f"{s.name} attention"] = attention_maps(student, image, side)
@@ -117,15 +116,20 @@ def write_cross_teacher(
 def _current(path: Path, run: Path, other: Path, frames: int) -> bool:
     """Whether ``path`` already holds the comparison with ``other`` on as many frames as asked, made from the weights
     (teachers, teacher maps, every configured student) that are in the two run folders now."""
-    import yaml
-
     try:
         old = json.loads(path.read_text())
-        folder, students = RunFolder(run), config_from_dict(yaml.safe_load((run / "config.yml").read_text())).distill.students
-        now = {"teacher": sha256_file(folder.teacher.weights), "teacher_maps": sha256_file(folder.teacher_maps("heldout"))}
-        now |= {s.name: sha256_file(folder.student(s.name).weights) for s in students}
-        other_now = sha256_file(RunFolder(other).teacher.weights)
+        now, other_now = _fingerprint(run), sha256_file(RunFolder(other).teacher.weights)
     except (OSError, ValueError, DigrError):
         return False  # missing or damaged: (re)write, or let cross_teacher_quality name what is missing
     return (old.get("other_run"), old.get("requested_frames"), old.get("weights_sha256"), old.get("other_teacher_sha256")) == (
         str(other), frames, now, other_now)  # fmt: skip
+
+
+def _fingerprint(run: Path, cfg=None) -> dict[str, str]:
+    """SHA-256 of the files a run's maps come from: its teacher, its teacher maps and every configured student."""
+    import yaml
+
+    cfg = cfg or config_from_dict(yaml.safe_load((run / "config.yml").read_text()))
+    folder = RunFolder(run)
+    out = {"teacher": sha256_file(folder.teacher.weights), "teacher_maps": sha256_file(folder.teacher_maps("heldout"))}
+    return out | {s.name: sha256_file(folder.student(s.name).weights) for s in cfg.distill.students}
