@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "attack":
             _attack_args(args)
         if args.command in WRITERS:
-            cfg.env.make_fn()().close()  # a bad env id or env.kwargs is reported before anything is written
+            _check_envs(cfg)  # a bad env id, env.kwargs or evaluation protocol is reported before anything is written
         with contextlib.ExitStack() as stack:
             if args.command in WRITERS:  # the stages that need an existing run do not create its folder
                 holder = " ".join(["digr", *argv])
@@ -260,6 +260,23 @@ def _attack_args(args) -> None:
     validate_attack_spec(args.attacks or [], args.eps or [], names=("--attacks", "--eps"))
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes must be a positive number of episodes, got {args.episodes}")
+
+
+def _check_envs(cfg) -> None:
+    """Make and close one env of the training id and of each evaluation protocol, so a bad id or a typo in
+    ``env.kwargs``, ``evaluate.env_kwargs`` or ``evaluate.compare_env_kwargs`` stops the command before anything is
+    written. :raises ConfigError: naming the field and the key the env does not take. :raises UnknownEnvError: bad id."""
+    cfg.env.make_fn()().close()
+    protocol, compare = cfg.protocol_env_fns()
+    for field, fn in (("env_kwargs", protocol), ("compare_env_kwargs", compare)):
+        try:
+            if fn is not None:
+                fn().close()
+        except ConfigError as e:
+            raise ConfigError(
+                f"evaluate.{field} {getattr(cfg.evaluate, field)} do not fit the evaluation env: {e.__cause__ or e}; "
+                f"fix or remove the key in evaluate.{field}"
+            ) from e
 
 
 def _check_device(device: str) -> None:

@@ -1,6 +1,6 @@
 """Attack-cell reuse and merging (digr/evaluation/attack_cells.py): pure functions on rows, no files, no attacks."""
 
-from digr.evaluation.attack_cells import attack_protocol, cell_key, count_reused, merge_cells, plan_cells
+from digr.evaluation.attack_cells import attack_protocol, cell_key, count_reused, eps_label, merge_cells, plan_cells
 
 P = attack_protocol({"teacher": "t1", "plain": "p1", "digr": "d1"}, 10, 64, 100, 5, 32)
 
@@ -63,3 +63,13 @@ def test_count_reused_counts_the_very_row_objects_the_sweep_took_over():
     equal_but_new = dict(earlier[0])
     assert count_reused([earlier[0], cell("plain", "fgsm", 1 / 255)], earlier) == 1
     assert count_reused([equal_but_new], earlier) == 0
+
+
+def test_a_cell_written_before_rows_carried_eps_label_still_merges_and_prints():
+    from digr.report.attack import robustness_table
+
+    old = cell("digr", "fgsm", 3 / 255)
+    del old["eps_label"]
+    rows, _, eps = merge_cells([old], [cell("digr", "pgd10", 1 / 255)], ["pgd10"], [1 / 255], ["teacher", "digr"])
+    assert eps_label(old) == "3/255" and "3/255" in eps and len(rows) == 2
+    assert "| digr | fgsm | 3/255 |" in robustness_table(rows)

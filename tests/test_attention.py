@@ -160,3 +160,13 @@ def test_a_run_with_attention_students_reports_their_maps(tmp_path):
     assert video.stat().st_size > 0
     assert main(["drive", *args, "--agent", "plain", "--map", "attention", "--video", str(tmp_path / "p.mp4")]) == 2
     assert not (tmp_path / "p.mp4").exists()
+
+
+@pytest.mark.parametrize("attention", ["region", "fls_sparse"])
+def test_attention_bodies_keep_the_shape_rules_of_their_trunk(attention):
+    # a frame the trunk cannot take is named at construction, as for the plain GridCNN / NatureCNN
+    with pytest.raises(ValueError, match="not a multiple of cell=8"):
+        PolicyNet((3, 60, 64), 4, attention=attention)
+    with pytest.raises(ValueError, match="at least 36×36"):
+        PolicyNet((4, 32, 32), 4, arch="nature", attention=attention)
+    assert PolicyNet((3, 60, 64), 4, attention="fls_dense").has_attention  # stride 1: any size

@@ -419,3 +419,12 @@ def test_an_atari_teacher_with_sticky_actions_resumes_byte_identically(tmp_path)
     assert main(["teacher", breakout, "-o", f"run_dir={tmp_path}", "-o", "name=b", *args]) == 0
     assert _sha(tmp_path / "a" / "teacher" / "teacher.safetensors") == _sha(tmp_path / "b" / "teacher" / "teacher.safetensors")
     assert _curve(tmp_path / "a") == _curve(tmp_path / "b")
+
+
+@pytest.mark.parametrize("field", ["evaluate.env_kwargs", "evaluate.compare_env_kwargs"])
+def test_a_typo_in_an_evaluation_protocol_is_named_before_anything_is_written(tmp_path, capsys, field):
+    # the protocol envs are only made at the evaluate stage: without the start-up check a typo would cost a whole run
+    assert main(["run", *_args(tmp_path, "typo", f"{field}={{tile_sizee: 8}}")]) == 2
+    err = capsys.readouterr().err
+    assert f"{field} {{'tile_sizee': 8}} do not fit" in err and f"fix or remove the key in {field}" in err
+    assert "Traceback" not in err and not (tmp_path / "typo").exists()

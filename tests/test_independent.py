@@ -13,6 +13,7 @@ from torch import nn
 
 from digr.evaluation.aggregate import find_runs, summarize_variant
 from digr.evaluation.independent import independent_quality, occlusion_maps
+from digr.report.summary import write_summary
 
 H = W = 8
 PLANT = (3, 5)
@@ -86,6 +87,10 @@ def test_probability_of_improvement_on_deletion_auc_favours_the_lower_value(tmp_
     assert s.estimates["saliency deletion_auc"]["digr gradient"].iqm == pytest.approx(
         0.1
     )  # the estimate itself is not flipped
+    write_summary(tmp_path / "out", [s])  # a reader of the JSON learns which P values are P(X < Y)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["variants"][0]["lower_is_better"] == [
+        "saliency deletion_auc"
+    ]
 
 
 def test_the_second_protocol_is_its_own_metric_in_the_summary(tmp_path):

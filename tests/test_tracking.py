@@ -48,3 +48,16 @@ def test_offline_wandb_run_holds_config_curves_metrics_figures_attack_table_and_
     assert [row[:3] for row in attack["data"]] == [["digr", "fgsm", "1/255"]] and attack["data"][0][3] is not None
     videos = [p for r in runs for p in r.rglob("*.mp4")]
     assert len(videos) == 1 and videos[0].stat().st_size == (tmp_path / "drive.mp4").stat().st_size
+
+
+def test_tracked_metrics_carry_the_second_protocol_beside_the_first():
+    from digr.running.outputs import tracked_metrics
+
+    rollout = lambda r: {"return_mean": r, "success_rate": float("nan")}
+    metrics = {"teacher": {"rollout": rollout(17.4), "rollout_compare": rollout(22.5)},
+               "students": {"digr": {"rollout": rollout(15.0), "action_agreement": 0.8}},
+               "maps": {"digr gradient": {"spearman": {"mean": 0.4}}}}  # fmt: skip
+    flat = tracked_metrics(metrics)
+    assert flat["eval/teacher/return"] == 17.4 and flat["eval_compare/teacher/return"] == 22.5
+    assert "eval_compare/digr/return" not in flat and flat["eval/digr/action_agreement"] == 0.8
+    assert flat["saliency/digr gradient/spearman"] == 0.4

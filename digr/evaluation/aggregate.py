@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from digr.errors import ConfigError, DigrError
+from digr.evaluation.attack_cells import eps_label
 from digr.evaluation.independent import LOWER_IS_BETTER
 
 __all__ = [
@@ -253,7 +254,7 @@ def run_scores(run: RunRecord) -> dict[tuple[str, str], float]:
     for row in (run.attack or {}).get("rows", []):
         closed = row.get("closed_loop") or {}
         if _finite(closed.get("return_mean")):
-            scores[(f"return under {row['attack']} {row['eps_label']}", row["agent"])] = float(closed["return_mean"])
+            scores[(f"return under {row['attack']} {eps_label(row)}", row["agent"])] = float(closed["return_mean"])
     return scores
 
 

@@ -19,12 +19,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CellPlan", "attack_protocol", "cell_key", "count_reused", "merge_cells", "plan_cells"]
+__all__ = ["CellPlan", "attack_protocol", "cell_key", "count_reused", "eps_label", "merge_cells", "plan_cells"]
 
 
 def cell_key(row: dict) -> tuple:
     """``(agent, attack, eps)`` of a row."""
     return row.get("agent"), row.get("attack"), row.get("eps")
+
+
+def eps_label(row: dict) -> str:
+    """The ε of a row as the table shows it (``"1/255"``): its ``eps_label``, or for a row written before rows
+    carried one, :func:`digr.attacks.format_eps` of its ``eps`` (observation units). :raises KeyError: neither."""
+    from digr.attacks import format_eps
+
+    return row.get("eps_label") or format_eps(row["eps"])
 
 
 def attack_protocol(
@@ -107,7 +115,7 @@ def merge_cells(
     if not kept:
         return list(rows), attacks, eps_labels
     attacks = list(dict.fromkeys([r["attack"] for r in kept] + attacks))
-    eps_labels = list(dict.fromkeys([r["eps_label"] for r in kept] + eps_labels))
+    eps_labels = list(dict.fromkeys([eps_label(r) for r in kept] + eps_labels))
     order = list(agent_order)
 
     def position(r: dict) -> tuple:

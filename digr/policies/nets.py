@@ -50,6 +50,22 @@ def dense_trunk(in_channels: int) -> list[nn.Module]:
     return _conv_relu(in_channels, [(32, 7, 1, 3), (64, 5, 1, 2), (64, 3, 1, 1)])
 
 
+def _check_grid(image_shape: tuple[int, ...], cell: int, channels: tuple[int, ...]) -> None:
+    """:raises ValueError: H or W not a multiple of ``cell``, or an empty/non-positive ``channels``."""
+    _, h, w = image_shape
+    if h % cell or w % cell:
+        raise ValueError(f"image {h}×{w} is not a multiple of cell={cell}; set teacher.cell to the tile size")
+    if not channels or min(channels) < 1:
+        raise ValueError(f"channels={channels!r}: give at least one positive channel count (teacher.channels)")
+
+
+def _check_nature(image_shape: tuple[int, ...]) -> None:
+    """:raises ValueError: an image too small for the Nature-DQN convolutions (under 36×36)."""
+    _, h, w = image_shape
+    if min(h, w) < 36:
+        raise ValueError(f"NatureCNN needs images of at least 36×36 pixels, got {h}×{w}; use arch 'grid' for small renders")
+
+
 class GridCNN(nn.Module):
     """Conv(C→c₁, k=s=cell) → ReLU → [Conv(cᵢ→cᵢ₊₁, 3×3, pad 1) → ReLU]… → flatten [→ concat side]
     → Linear(→features_dim) → ReLU, with ``channels = (c₁, c₂, …)`` (default ``(32, 64, 64)``).
@@ -70,10 +86,7 @@ class GridCNN(nn.Module):
     ):
         super().__init__()
         c, h, w = image_shape
-        if h % cell or w % cell:
-            raise ValueError(f"image {h}×{w} is not a multiple of cell={cell}; set teacher.cell to the tile size")
-        if not channels or min(channels) < 1:
-            raise ValueError(f"channels={channels!r}: give at least one positive channel count (teacher.channels)")
+        _check_grid(image_shape, cell, channels)
         self.side_dim = side_dim
         self.conv = nn.Sequential(*grid_trunk(c, cell, channels), nn.Flatten())
         self.fc = nn.Sequential(nn.Linear(channels[-1] * (h // cell) * (w // cell) + side_dim, features_dim), nn.ReLU())
@@ -102,10 +115,7 @@ class NatureCNN(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], side_dim: int = 0, features_dim: int = 512):
         super().__init__()
         c, h, w = image_shape
-        if min(h, w) < 36:
-            raise ValueError(
-                f"NatureCNN needs images of at least 36×36 pixels, got {h}×{w}; use arch 'grid' for small renders"
-            )
+        _check_nature(image_shape)
         self.side_dim = side_dim
         self.conv = nn.Sequential(*nature_trunk(c), nn.Flatten())
         with th.no_grad():
@@ -164,6 +174,10 @@ class PolicyNet(nn.Module):
                 else NatureCNN(shape, side_dim, features_dim)
             )
         else:
+            if attention != "fls_dense" and arch == "grid":  # the same shape rules as the trunk's own body
+                _check_grid(shape, cell, tuple(channels))
+            elif attention != "fls_dense":
+                _check_nature(shape)
             trunk = (
                 dense_trunk(c)
                 if attention == "fls_dense"

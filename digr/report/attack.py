@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from digr.attacks import format_eps
+from digr.evaluation.attack_cells import eps_label
 
 __all__ = ["attack_section", "robustness_table"]
 
@@ -28,7 +28,7 @@ def robustness_table(rows: Sequence[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        eps = r.get("eps_label") or format_eps(r["eps"])
+        eps = eps_label(r)
         if r.get("skipped"):
             lines.append(f"| {r['agent']} | {r['attack']} | {eps} | skipped: {r['skipped']} | | | | |")
             continue

@@ -81,7 +81,8 @@ def _plot_returns(path: Path, summaries: list[VariantSummary]) -> None:
 
 
 def write_summary(out_dir: str | Path, summaries: list[VariantSummary], ci: float = 0.95) -> Path:
-    """Write ``summary.md``, ``summary.json`` (every estimate with its per-run scores, every P(X > Y)) and
+    """Write ``summary.md``, ``summary.json`` (every estimate with its per-run scores, every P(X better than Y), and
+    ``lower_is_better``: the metrics whose P is P(X < Y)) and
     ``summary_returns.png`` to ``out_dir`` (created); returns the path of ``summary.md``. Files are replaced
     atomically."""
     out = Path(out_dir)
@@ -95,6 +96,7 @@ def write_summary(out_dir: str | Path, summaries: list[VariantSummary], ci: floa
             "seeds": s.seeds,
             "estimates": {m: {a: asdict(e) for a, e in row.items()} for m, row in s.estimates.items()},
             "improvements": {m: [asdict(i) for i in imps] for m, imps in s.improvements.items()},
+            "lower_is_better": sorted(m for m in {*s.estimates, *s.improvements} if lower_is_better(m)),
         }
         for s in summaries
     ]

@@ -135,7 +135,7 @@ class EnvConfig(Section):
         from digr.contracts import make_env
 
         if not evaluation:
-            return functools.partial(make_env, self.id, **self.kwargs, **(overrides or {}))
+            return functools.partial(make_env, self.id, **{**self.kwargs, **(overrides or {})})
         kwargs = self.kwargs if self.eval_kwargs is None else self.eval_kwargs
         return functools.partial(make_env, self.eval_id or self.id, **{**kwargs, **(overrides or {})})
 

@@ -15,6 +15,7 @@ import yaml
 
 from digr.checkpoint import write_text_atomic
 from digr.errors import CheckpointError
+from digr.evaluation.attack_cells import eps_label
 from digr.method.dataset import StateDataset
 from digr.policies.teacher import TeacherFolder
 from digr.report.attack import attack_section, robustness_table
@@ -111,13 +112,16 @@ def distill_progress(tracker: Tracker, name: str, total: int, row: dict) -> None
 
 
 def tracked_metrics(metrics: dict) -> dict:
-    """Every number of ``metrics.json`` for the tracker: ``eval/<agent>/{return,success_rate,action_agreement}`` and
-    ``saliency/<map>/<statistic>`` (the per-frame mean), finite or not."""
+    """Every number of ``metrics.json`` for the tracker: ``eval/<agent>/{return,success_rate,action_agreement}``,
+    the second protocol's ``eval_compare/<agent>/{return,success_rate}`` (when ``evaluate.compare_env_kwargs`` gave
+    one) and ``saliency/<map>/<statistic>`` (the per-frame mean), finite or not."""
     agents = {"teacher": metrics["teacher"], **metrics["students"]}
     flat = {}
     for n, a in agents.items():
-        flat[f"eval/{n}/return"] = a["rollout"]["return_mean"]
-        flat[f"eval/{n}/success_rate"] = a["rollout"]["success_rate"]
+        for key, prefix in (("rollout", "eval"), ("rollout_compare", "eval_compare")):
+            if key in a:
+                flat[f"{prefix}/{n}/return"] = a[key]["return_mean"]
+                flat[f"{prefix}/{n}/success_rate"] = a[key]["success_rate"]
         if "action_agreement" in a:
             flat[f"eval/{n}/action_agreement"] = a["action_agreement"]
     flat.update({f"saliency/{n}/{k}": v["mean"] for n, q in metrics["maps"].items() for k, v in q.items()})
@@ -165,7 +169,7 @@ def write_attack(folder: RunFolder, rows: list[dict], tracker: Tracker | None = 
         plot_return_vs_eps(rows, folder.attack.figure)
     if tracker is not None:
         columns = ["agent", "attack", "eps", "return", "success_rate", "open_loop_flip_rate"]
-        cells = [[r["agent"], r["attack"], r["eps_label"], (r.get("closed_loop") or {}).get("return_mean"),
+        cells = [[r["agent"], r["attack"], eps_label(r), (r.get("closed_loop") or {}).get("return_mean"),
                   (r.get("closed_loop") or {}).get("success_rate"), (r.get("open_loop") or {}).get("flip_rate")]
                  for r in rows]  # fmt: skip
         tracker.log_media(images={"attack/return_vs_eps": folder.attack.figure}, tables={"attack/table": (columns, cells)})
