@@ -170,3 +170,33 @@ def test_attention_bodies_keep_the_shape_rules_of_their_trunk(attention):
     with pytest.raises(ValueError, match="at least 36×36"):
         PolicyNet((4, 32, 32), 4, arch="nature", attention=attention)
     assert PolicyNet((3, 60, 64), 4, attention="fls_dense").has_attention  # stride 1: any size
+
+
+@pytest.mark.integration
+def test_attention_students_on_carracing_with_the_committed_teacher(tmp_path):
+    """The real CarRacing pipeline at a tiny budget on the committed pixel teacher (6×84×96 frames, the speed as a side
+    input, student DAgger): region-sensitive and dense Free-Lunch Saliency students, one with DIGR's penalty, train,
+    are evaluated and have their maps graded on the road ground truth."""
+    import json
+
+    from digr.cli import main
+
+    students = ("[{name: plain, lam: 0.0, mask: none}, {name: rs_digr, lam: 0.003, mask: selective, attention: region,"
+                " attention_entropy: 0.005}, {name: fls_dense, lam: 0.0, mask: none, attention: fls_dense}]")  # fmt: skip
+    tiny = ["env.kwargs.max_episode_steps=16", "dataset.train_frames=24", "dataset.heldout_frames=8",
+            "dataset.max_per_episode=12", "dataset.heldout_max_per_episode=8", "distill.steps=4", "distill.batch_size=8",
+            "distill.dagger_rounds=1", "distill.dagger_frames=8", "evaluate.episodes=1", "evaluate.latency_repeats=1",
+            "evaluate.latency_batch=2", "evaluate.figure_frames=2", "evaluate.independent_frames=4",
+            f"distill.students={students}"]  # fmt: skip
+    args = ["experiments/carracing.yaml", "-o", f"run_dir={tmp_path}", "-o", "name=car"]
+    for item in tiny:
+        args += ["-o", item]
+    assert main(["run", *args]) == 0
+    run = tmp_path / "car"
+    specs = {s: json.loads((run / "students" / f"{s}.json").read_text()) for s in ("rs_digr", "fls_dense")}
+    assert specs["rs_digr"]["attention"] == "region" and specs["rs_digr"]["side_dim"] == 1
+    assert specs["fls_dense"]["attention"] == "fls_dense"
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["students"]["rs_digr"]["rollout"]["episodes"] == 1
+    for name in ("rs_digr attention", "fls_dense attention"):
+        assert {"spearman", "mass_inside", "deletion_auc"} <= set(m["maps"][name]) and m["maps"][name]["spearman"]["n"] == 8

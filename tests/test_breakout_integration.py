@@ -35,6 +35,9 @@ TINY = [
         "saliency_bench.latency_batch=2",
         "saliency_bench.deletion_steps=2",
         "saliency_bench.sanity_frames=2",
+        "distill.students=[{name: plain, lam: 0.0, mask: none}, {name: igr_all, lam: 0.003, mask: all},"
+        " {name: digr, lam: 0.003, mask: selective},"
+        " {name: rs_digr, lam: 0.003, mask: selective, attention: region, attention_entropy: 0.005}]",
     )
     for arg in ("-o", item)
 ]
@@ -60,6 +63,10 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     q = m["maps"]["digr gradient"]
     assert {"mass_inside", "mass_inside_ball", "pointing_game_paddle", "deletion_auc", "spearman_occlusion"} <= set(q)
     assert json.loads((run / "students" / "digr.json").read_text())["arch"] == "nature"
+    # an attention student (region-sensitive module on the Nature trunk, with DIGR's penalty) runs every stage too,
+    # and its built-in map is graded on the RAM ground truth like every other map
+    assert json.loads((run / "students" / "rs_digr.json").read_text())["attention"] == "region"
+    assert {"mass_inside_ball", "pointing_game_paddle", "deletion_auc"} <= set(m["maps"]["rs_digr attention"])
     assert m["latency"]["rows"][1]["passes"] == "290 fwd"  # 17 × 17 masks at stride 5 on 84 × 84, + the clean pass
     assert (
         main(
@@ -84,6 +91,7 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     assert {(x["agent"], x["attack"]) for x in rows} >= {("teacher", "critic"), ("digr", "fgsm")}
     assert next(x for x in rows if x["agent"] == "teacher" and x["attack"] == "critic")["attack_config"]["steps"] == 3
     assert next(x for x in rows if x["agent"] == "digr" and x["attack"] == "critic")["skipped"]  # students have no value head
+    assert next(x for x in rows if x["agent"] == "rs_digr" and x["attack"] == "fgsm")["closed_loop"]["episodes"] == 1
     # a second call with another attack keeps the first call's cells (same protocol)
     # (--agents restricts a call to some agents)
     assert (
@@ -149,7 +157,9 @@ def test_breakout_pipeline_and_attack(tmp_path, capsys):
     assert main([*random_call, "--agents", "plain"]) == 0
     assert len(list(attack_dir.glob("partial.superseded-*.json"))) == 1 and not (attack_dir / "partial.json").exists()
     rows = json.loads((attack_dir / "results.json").read_text())["rows"]
-    assert {x["agent"] for x in rows} == {"teacher", "plain", "igr_all"} and any(x["attack"] == "fgsm" for x in rows)
+    assert {x["agent"] for x in rows} == {"teacher", "plain", "igr_all", "rs_digr"} and any(
+        x["attack"] == "fgsm" for x in rows
+    )
     aside = list(attack_dir.glob("results.superseded-*.json"))
     assert len(aside) == 1 and any(x["agent"] == "digr" for x in json.loads(aside[0].read_text())["rows"])
 
