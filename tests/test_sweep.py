@@ -50,12 +50,16 @@ def test_plan_names_trials_validates_them_and_shares_teachers(tmp_path):
 
 @pytest.mark.integration
 def test_sweep_runs_locally_shares_a_teacher_and_skips_finished_trials(tmp_path, capsys):
-    path = _sweep_file(tmp_path, "local", grid={"distill.steps": [20, 30]})
+    attack = {"attack.attacks": ["fgsm"], "attack.eps": ["3/255"], "attack.episodes": 2, "attack.open_loop_frames": 4,
+              "attack.agents": ["digr"]}  # fmt: skip
+    path = _sweep_file(tmp_path, "local", grid={"distill.steps": [20, 30]}, attack=True, overrides=OVERRIDES | attack)
     assert main(["sweep", str(path)]) == 0
     folder = tmp_path / "local"
     for steps in (20, 30):
         m = json.loads((folder / f"steps{steps}" / "metrics.json").read_text())
         assert set(m["students"]) == {"plain", "igr_all", "digr"}
+        rows = json.loads((folder / f"steps{steps}" / "attack" / "results.json").read_text())["rows"]
+        assert [(r["agent"], r["attack"], r["eps_label"]) for r in rows] == [("digr", "fgsm", "3/255")]
     assert len(list((folder / "_teachers").glob("teacher*/teacher/teacher.safetensors"))) == 1  # trained once
     record = json.loads((folder / "sweep.json").read_text())
     assert [t["error"] for t in record["trials"]] == [None, None]
@@ -64,7 +68,8 @@ def test_sweep_runs_locally_shares_a_teacher_and_skips_finished_trials(tmp_path,
     assert main(["sweep", str(path)]) == 0  # a rerun skips what is finished
     assert student.stat().st_mtime_ns == before
     assert main(["summarize", str(folder), "--reps", "50"]) == 0
-    assert "distill.steps=20" in (folder / "summary.md").read_text()
+    summary = (folder / "summary.md").read_text()
+    assert "distill.steps=20" in summary and "| return under fgsm 3/255 | " in summary  # attack cells over the trials
 
 
 @pytest.mark.integration

@@ -12,13 +12,14 @@ A sweep file::
     num_samples: 1
     max_retries: 1                            # a failed trial is retried at most this often, then reported
     cpus_per_trial: 2                         # Ray resources per trial; also its torch threads
+    attack: false                             # true: each trial then runs `digr attack` (the config's attack grid)
 
 Trials are fixed before anything runs (random draws come from ``sweep_seed``), named by their values, and validated
 as configs first, so a bad field fails at once. Trials whose teacher config is the same (same ``seed``, ``env.*``,
 ``teacher.*``, ``device``; no committed teacher) share one teacher, trained once in ``<sweep>/_teachers/`` and
 installed into each trial with ``teacher.pretrained``. A rerun skips what is finished (``digr run`` skips finished
 stages; a trial whose config changed is refused by it and reported failed). ``digr summarize <sweep>`` then writes the
-over-seeds tables.
+over-seeds tables (with ``attack: true``, the attack cells too: return under each attack and ε over seeds).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class SweepConfig(BaseModel):
     sweep_seed: int = Field(0, description="seed of the random draws")
     max_retries: int = Field(1, ge=0, description="retries of a failed trial before it is reported")
     cpus_per_trial: float = Field(2, gt=0, description="Ray CPUs per trial; also its torch threads (rounded up)")
+    attack: bool = Field(
+        False,
+        description="after `digr run`, each trial runs `digr attack` with its config's attack section (attack.attacks × "
+        "attack.eps; set attack.* in overrides); finished cells are reused on a rerun",
+    )
 
     @property
     def folder(self) -> Path:
@@ -185,6 +191,13 @@ def _digr(command: str, config: str, args: list[str], cpus: float, cwd: str) -> 
         raise RuntimeError(f"digr {command} exited with {proc.returncode}:\n{tail}")
 
 
+def _trial(commands: list[str], config: str, args: list[str], cpus: float, cwd: str) -> None:
+    """Run the ``digr`` commands of one trial in order (``run``, then ``attack`` with ``attack: true``). :raises
+    RuntimeError: see :func:`_digr` (a later command does not run after a failed one)."""
+    for command in commands:
+        _digr(command, config, args, cpus, cwd)
+
+
 def _tune(fn, specs: list[dict], sweep: SweepConfig, stage: str) -> dict[str, str | None]:
     """Run ``fn(spec)`` for every spec as a Ray Tune trial; returns name -> None (done) or the error (after retries)."""
     from ray import tune
@@ -241,7 +254,10 @@ def run_sweep(sweep: SweepConfig, address: str | None = None, log=print) -> dict
         runnable = [t for t in trials if t.name not in status]
         log(f"sweep: {len(runnable)} trial(s) in {folder}")
         specs = [{"name": t.name, "args": t.command_args(folder, t.name, teachers)} for t in runnable]
-        status |= _tune(lambda c: _digr("run", config, c["spec"]["args"], sweep.cpus_per_trial, cwd), specs, sweep, "trials")
+        commands = ["run", "attack"] if sweep.attack else ["run"]
+        status |= _tune(
+            lambda c: _trial(commands, config, c["spec"]["args"], sweep.cpus_per_trial, cwd), specs, sweep, "trials"
+        )
     finally:
         ray.shutdown()
     rows = [{"name": t.name, "overrides": t.overrides, "error": status.get(t.name),
