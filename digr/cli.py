@@ -263,18 +263,18 @@ def _attack_args(args) -> None:
 
 
 def _check_envs(cfg) -> None:
-    """Make and close one env of the training id and of each evaluation protocol, so a bad id or a typo in
-    ``env.kwargs``, ``evaluate.env_kwargs`` or ``evaluate.compare_env_kwargs`` stops the command before anything is
-    written. :raises ConfigError: naming the field and the key the env does not take. :raises UnknownEnvError: bad id."""
+    """Make and close one env of the training id and of each evaluation protocol that sets kwargs, so a bad id or a
+    typo in ``env.kwargs``, ``evaluate.env_kwargs`` or ``evaluate.compare_env_kwargs`` stops the command before anything
+    is written. :raises ConfigError: naming the field and the key the env does not take. :raises UnknownEnvError: bad id."""
     cfg.env.make_fn()().close()
-    protocol, compare = cfg.protocol_env_fns()
-    for field, fn in (("env_kwargs", protocol), ("compare_env_kwargs", compare)):
+    for field in ("env_kwargs", "compare_env_kwargs"):
+        if not (kwargs := getattr(cfg.evaluate, field)):  # none: the evaluation env itself (not made here: a CARLA
+            continue  # env connects to its server, an extra world set-up per command)
         try:
-            if fn is not None:
-                fn().close()
+            cfg.env.make_fn(evaluation=True, overrides=kwargs)().close()
         except ConfigError as e:
             raise ConfigError(
-                f"evaluate.{field} {getattr(cfg.evaluate, field)} do not fit the evaluation env: {e.__cause__ or e}; "
+                f"evaluate.{field} {kwargs} do not fit the evaluation env: {e.__cause__ or e}; "
                 f"fix or remove the key in evaluate.{field}"
             ) from e
 
