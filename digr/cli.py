@@ -243,8 +243,7 @@ def _summarize(args) -> int:
                 write_cross_teacher([r.path for r in runs], args.cross_teacher, log=print)
             except DigrError as e:  # e.g. student seeds that share one teacher: no independent reference there
                 print(f"cross-teacher: {label}: skipped ({e})")
-        ignore = [f for f in (args.ignore or "").split(",") if f]
-    variants = group_variants(find_runs(args.runs), ignore, _with_defaults)  # re-read: the runs now carry cross_teacher.json
+        variants = group_variants(find_runs(args.runs), ignore, _with_defaults)  # re-read: now with cross_teacher.json
     summaries = [summarize_variant(label, runs, pairs, reps=args.reps) for label, runs in variants.items()]
     print(write_summary(args.out or args.runs[0], summaries))
     return 0

@@ -174,17 +174,14 @@ class PolicyNet(nn.Module):
                 else NatureCNN(shape, side_dim, features_dim)
             )
         else:
-            if attention != "fls_dense" and arch == "grid":  # the same shape rules as the trunk's own body
+            if attention == "fls_dense":  # stride 1: any frame size
+                trunk = dense_trunk(c)
+            elif arch == "grid":  # the same shape rules as the trunk's own body
                 _check_grid(shape, cell, tuple(channels))
-            elif attention != "fls_dense":
+                trunk = grid_trunk(c, cell, tuple(channels))
+            else:
                 _check_nature(shape)
-            trunk = (
-                dense_trunk(c)
-                if attention == "fls_dense"
-                else grid_trunk(c, cell, tuple(channels))
-                if arch == "grid"
-                else nature_trunk(c)
-            )
+                trunk = nature_trunk(c)
             self.body = AttentionBody(trunk, shape, attention, side_dim, features_dim)
         self.head = nn.Linear(features_dim, n_actions)
 

@@ -45,10 +45,8 @@ def cross_teacher_quality(run: Path, other: Path, frames: int = 256, device: str
     :raises DigrError: a file of either run is missing, or both runs have the same teacher weights (no independent
         reference; e.g. student seeds on one committed teacher).
     """
-    import yaml
-
     run, other = Path(run), Path(other)
-    cfg = config_from_dict(yaml.safe_load((run / "config.yml").read_text()))
+    cfg = _config(run)
     folder, other_folder = RunFolder(run), RunFolder(other)
     for path in (
         folder.teacher.weights,
@@ -125,11 +123,16 @@ def _current(path: Path, run: Path, other: Path, frames: int) -> bool:
         str(other), frames, now, other_now)  # fmt: skip
 
 
-def _fingerprint(run: Path, cfg=None) -> dict[str, str]:
-    """SHA-256 of the files a run's maps come from: its teacher, its teacher maps and every configured student."""
+def _config(run: Path):
+    """The run's config (``config.yml``), validated."""
     import yaml
 
-    cfg = cfg or config_from_dict(yaml.safe_load((run / "config.yml").read_text()))
+    return config_from_dict(yaml.safe_load((run / "config.yml").read_text()))
+
+
+def _fingerprint(run: Path, cfg=None) -> dict[str, str]:
+    """SHA-256 of the files a run's maps come from: its teacher, its teacher maps and every configured student."""
+    cfg = cfg or _config(run)
     folder = RunFolder(run)
     out = {"teacher": sha256_file(folder.teacher.weights), "teacher_maps": sha256_file(folder.teacher_maps("heldout"))}
     return out | {s.name: sha256_file(folder.student(s.name).weights) for s in cfg.distill.students}
