@@ -116,8 +116,10 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
 
     # a rerun skips every finished stage and leaves artefacts untouched
     before = (run / "students" / "digr.safetensors").stat().st_mtime_ns
+    evaluated = (run / "metrics.json").stat().st_mtime_ns
     assert main(["run", *args]) == 0
     assert (run / "students" / "digr.safetensors").stat().st_mtime_ns == before
+    assert (run / "metrics.json").stat().st_mtime_ns == evaluated  # a current evaluation is not redone by `digr run`
 
     # a changed upstream config is refused, naming the field, and nothing is lost
     assert main(["run", *args, "-o", "dataset.train_frames=64"]) == 2
@@ -132,6 +134,11 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     (run / "students" / "digr.safetensors").unlink()
     assert main(["distill", *args, "--student", "digr"]) == 0
     assert (run / "students" / "digr.safetensors").is_file()
+    assert main(["run", *args]) == 0  # a student retrained after the evaluation makes it stale: `digr run` redoes it
+    assert (run / "metrics.json").stat().st_mtime_ns > evaluated
+    evaluated = (run / "metrics.json").stat().st_mtime_ns
+    assert main(["evaluate", *args]) == 0  # `digr evaluate` always measures again
+    assert (run / "metrics.json").stat().st_mtime_ns > evaluated
 
     # the same seed in a fresh folder reproduces every metric except wall-clock latency
     args_b = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=b", *TINY]

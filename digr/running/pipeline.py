@@ -1,9 +1,7 @@
-"""The experiment pipeline: teacher → states → teacher maps → students → evaluation (→ saliency bench, attacks).
-
-Each stage is a short method that calls library functions and hands over through the run folder
-(:class:`digr.running.run_folder.RunFolder`). Finished stages are skipped, unfinished ones resume from their
-checkpoints, and a stage made under another config is refused (:mod:`digr.running.stages`).
-"""
+"""The experiment pipeline: teacher → states → teacher maps → students → evaluation (→ saliency bench, attacks). Each
+stage is a short method that calls library functions and hands over through the run folder (:class:`RunFolder`). Finished
+stages are skipped, unfinished ones resume from their checkpoints, and a stage made under another config is refused
+(:mod:`digr.running.stages`)."""
 
 from __future__ import annotations
 
@@ -163,9 +161,11 @@ class Pipeline:
         masks = self._mask(spec.mask, (len(states), *states.images.shape[2:]), maps)
         return DistillData(states.images, states.teacher_logits, states.side, masks)
 
-    def evaluate(self):
-        """Returns, map quality, latency, figures and the report; returns the report's path."""
+    def evaluate(self, force: bool = True):
+        """Returns, map quality, latency, figures and the report; returns its path. Unless ``force``: skipped if current."""
         t0, cfg, f = time.perf_counter(), self.cfg, self.folder
+        if not force and self.stages.is_current("evaluate"):
+            return log("evaluate: done with this config and these students, skipping (`digr evaluate` redoes it)") or f.report
         agents = self._agents()
         held, ref = load_dataset(f.dataset("heldout")), load_maps(f.teacher_maps("heldout"))
         info = {"teacher": {"num_timesteps": outputs.read_json(f.teacher.spec).get("num_timesteps")}}
@@ -240,7 +240,7 @@ class Pipeline:
         self.stages.preflight()
         for stage in (self.teacher, self.dataset, self.saliency, self.distill):
             stage()
-        report = self.evaluate()
+        report = self.evaluate(force=False)
         if self.cfg.saliency_bench.in_run:
             self.saliency_bench()
         return report

@@ -171,6 +171,18 @@ class Stages:
         self.check_recorded(recorded, stage, student, marker)
         return not self.missing_artefacts(stage, student)
 
+    def is_current(self, stage: str) -> bool:
+        """True if the measurement ``stage`` is done (:meth:`is_done`) and its marker is newer than every build stage's
+        (the teacher, dataset, teacher maps and each configured student): a student retrained since makes it stale.
+
+        :raises StageError: an unreadable marker."""
+        if not self.is_done(stage):
+            return False
+        students = [s["name"] for s in self.cfg["distill"]["students"]]
+        built = [self.folder.marker(b) for b in BUILD if b != "distill"] + [self.folder.marker("distill", s) for s in students]
+        measured = self.folder.marker(stage).stat().st_mtime
+        return all(not p.is_file() or p.stat().st_mtime <= measured for p in built)
+
     def config_for(self, stage: str, student: str | None = None) -> dict:
         """The part of the current config ``stage`` depends on (what its marker and its checkpoints record)."""
         return stage_config(self.cfg, stage, student)
