@@ -95,7 +95,7 @@ def replay_progress(done: int, total: int) -> None:
 
 def teacher_progress(tracker: Tracker, t, row: dict) -> None:
     """Log one learning-curve row of PPO (:mod:`digr.policies.ppo`): to the tracker, and every 10th rollout to the console."""
-    tracker.log({f"teacher/{k}": v for k, v in row.items()}, step=int(row["steps"]))
+    tracker.log({f"teacher/{k}": v for k, v in row.items()}, axis="teacher/steps")
     if row["steps"] % (t.n_envs * t.n_steps * 10) < t.n_envs * t.n_steps:
         score = f"  game score {row['mean_score']:.1f}" if row["mean_score"] == row["mean_score"] else ""
         log(
@@ -106,7 +106,7 @@ def teacher_progress(tracker: Tracker, t, row: dict) -> None:
 
 def distill_progress(tracker: Tracker, name: str, total: int, row: dict) -> None:
     """Log one loss-history row of a student: to the tracker, and every 500 steps to the console."""
-    tracker.log({f"distill/{name}/{k}": v for k, v in row.items() if k != "step"})
+    tracker.log({f"distill/{name}/{k}": v for k, v in row.items()}, axis=f"distill/{name}/step")
     if row["step"] % 500 == 0 or row["step"] == total:
         log(f"distill: {name} step {row['step']}/{total} KL {row['kl']:.4f} penalty {row['penalty']:.3e}")
 

@@ -13,8 +13,10 @@ What a tracked run logs (one wandb run per ``digr`` command, named after the exp
 * ``digr drive --video``: the MP4 (``drive/video``).
 
 Honours ``WANDB_MODE``: ``offline`` writes everything under ``<run folder>/wandb/offline-run-*`` for a later
-``wandb sync``; ``disabled`` turns it off. Scalars are logged against wandb's own step except the teacher's curve,
-which uses env steps; media and tables go in as wandb ``Image``, ``Table`` and ``Video`` objects.
+``wandb sync``; ``disabled`` turns it off. Every call is one wandb step; the teacher's curve is plotted against env steps
+(``teacher/steps``) and each student's losses against its own training step (``distill/<student>/step``), declared with
+``define_metric`` rather than passed as wandb's ``step`` (which must never decrease, so a resumed teacher's rows would be
+dropped once later stages have logged). Media and tables go in as wandb ``Image``, ``Table`` and ``Video`` objects.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Tracker:
 
     def __init__(self, enabled: bool, project: str, name: str, config: dict, run_dir: Path):
         self.enabled, self.project, self.name, self.config, self.run_dir = enabled, project, name, config, Path(run_dir)
-        self.run = None
+        self.run, self._axes = None, set()
 
     def _start(self) -> None:
         try:
@@ -47,12 +49,21 @@ class Tracker:
         self.run = wandb.init(project=self.project, name=self.name, group=self.name, config=self.config,
                               dir=str(self.run_dir), reinit="finish_previous")  # fmt: skip
 
-    def log(self, metrics: dict, step: int | None = None) -> None:
-        """Log ``metrics`` (name → number) at ``step`` (None: wandb's own step)."""
+    def log(self, metrics: dict, axis: str | None = None) -> None:
+        """Log ``metrics`` (name → number) as one wandb step. ``axis``: a key of ``metrics`` that every key sharing its
+        prefix (up to the last ``/``) is plotted against, e.g. ``teacher/steps`` for ``teacher/*``; None: wandb's step.
+
+        :raises KeyError: ``axis`` is not in ``metrics``."""
+        if axis is not None and axis not in metrics:
+            raise KeyError(f"axis {axis!r} is not among the logged metrics {sorted(metrics)}")
         if self.enabled and self.run is None:
             self._start()
-        if self.run is not None:
-            self.run.log(metrics, step=step)
+        if self.run is None:
+            return
+        if axis is not None and axis not in self._axes:
+            self.run.define_metric(f"{axis.rsplit('/', 1)[0]}/*", step_metric=axis)
+            self._axes.add(axis)
+        self.run.log(metrics)
 
     def log_media(
         self,
