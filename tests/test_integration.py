@@ -9,8 +9,10 @@ import pytest
 import torch as th
 
 from digr.cli import main
+from digr.evaluation import run_metrics
 from digr.evaluation.independent import independent_quality, occlusion_maps
 from digr.evaluation.maps import gradient_maps, map_quality
+from digr.evaluation.returns import rollout_returns
 from digr.method.dataset import load_dataset
 from digr.policies import load_student, load_teacher
 
@@ -61,7 +63,7 @@ def test_saliency_bench_needs_a_trained_run(tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
+def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys, monkeypatch):
     args = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=a", *TINY]
     assert main(["run", *args]) == 0
     run = tmp_path / "a"
@@ -137,8 +139,16 @@ def test_pipeline_end_to_end_resume_and_reproduce(tmp_path, capsys):
     assert main(["run", *args]) == 0  # a student retrained after the evaluation makes it stale: `digr run` redoes it
     assert (run / "metrics.json").stat().st_mtime_ns > evaluated
     evaluated = (run / "metrics.json").stat().st_mtime_ns
-    assert main(["evaluate", *args]) == 0  # `digr evaluate` always measures again
-    assert (run / "metrics.json").stat().st_mtime_ns > evaluated
+    replayed = []  # `digr evaluate` always measures again, but replays no episode whose weights and protocol are unchanged
+    monkeypatch.setattr(run_metrics, "rollout_returns", lambda *a, **k: replayed.append(a) or rollout_returns(*a, **k))
+    assert main(["evaluate", *args]) == 0
+    assert (run / "metrics.json").stat().st_mtime_ns > evaluated and replayed == []
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["students"]["plain"]["rollout"] == m["students"]["plain"]["rollout"]
+    assert main(["evaluate", *args, "-o", "evaluate.episodes=2"]) == 0  # another protocol: every agent plays again
+    assert len(replayed) == 4 and json.loads((run / "metrics.json").read_text())["teacher"]["rollout"]["episodes"] == 2
+    monkeypatch.undo()
+    assert main(["evaluate", *args]) == 0  # back to the test's protocol for the summary below
 
     # the same seed in a fresh folder reproduces every metric except wall-clock latency
     args_b = [CONFIG, "-o", f"run_dir={tmp_path}", "-o", "name=b", *TINY]

@@ -47,6 +47,7 @@ def evaluate_agents(
     info: dict[str, dict] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    reuse: dict[tuple[str, str], dict] | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Evaluate the teacher (``agents["teacher"]``) and every student (the other entries); time the first student's
     gradient map against the teacher's perturbation map (:func:`digr.evaluation.latency.latency_rows`).
@@ -61,6 +62,8 @@ def evaluate_agents(
     :param perturbation: the ``perturbation`` config section (the timed teacher map).
     :param info: agent name → more JSON-safe fields for that agent's entry (e.g. ``{"digr": {"lam": 0.01}}``).
     :param progress: ``progress(agent, episodes_done, episodes)``. :param log: called with one line per agent.
+    :param reuse: ``{(agent, "rollout" | "rollout_compare"): summary}`` measured earlier under the same weights and
+        protocol (:func:`digr.evaluation.rollout_reuse.reusable_rollouts`): taken as they are, not replayed.
     :returns: ``(metrics, maps)``: the metrics dict (module docstring) and each map, float ``[N, H, W]``, by name.
     :raises KeyError: no ``"teacher"`` in ``agents``.
     """
@@ -81,11 +84,13 @@ def evaluate_agents(
     protocols = {"rollout": env_fn} | ({} if compare_env_fn is None else {"rollout_compare": compare_env_fn})
     for (key, fn), (name, policy) in itertools.product(protocols.items(), agents.items()):
         tick = None if progress is None else lambda k, name=name: progress(name, k, episodes)
-        r = rollout_returns(fn, policy, episodes, seed, e.deterministic, progress=tick)
+        reused = (reuse or {}).get((name, key))
+        r = reused if reused is not None else rollout_returns(fn, policy, episodes, seed, e.deterministic, progress=tick)
         (metrics["teacher"] if name == "teacher" else metrics["students"][name])[key] = r
         if log is not None:
+            again = " (reused: same weights and protocol)" if reused is not None else ""
             log(f"evaluate: {name} ({key}): success {r['success_rate']:.3f}, return {r['return_mean']:.3f}, "
-                f"{distinct_episodes(r)} distinct of {episodes} episodes")  # fmt: skip
+                f"{distinct_episodes(r)} distinct of {episodes} episodes{again}")  # fmt: skip
     for name, student in students.items():
         metrics["students"][name]["action_agreement"] = agree_actions(student, teacher, image, side)
     maps = {"teacher perturbation": reference, "teacher gradient": gradient_maps(teacher, image, side)}

@@ -13,9 +13,10 @@ import numpy as np
 import torch as th
 import yaml
 
-from digr.checkpoint import write_text_atomic
+from digr.checkpoint import sha256_file, write_text_atomic
 from digr.errors import CheckpointError
 from digr.evaluation.attack_cells import eps_label
+from digr.evaluation.rollout_reuse import reusable_rollouts, rollout_fingerprints
 from digr.method.dataset import StateDataset
 from digr.policies.teacher import TeacherFolder
 from digr.report.attack import attack_section, robustness_table
@@ -29,13 +30,16 @@ from digr.running.stages import Stages
 from digr.running.tracking import Tracker
 
 __all__ = [
+    "agent_info",
     "distill_progress",
     "read_json",
     "refresh_report",
     "replay_progress",
+    "rollout_reuse",
     "teacher_progress",
     "track_evaluation",
     "tracked_metrics",
+    "weights_sha256",
     "write_attack",
     "write_bench",
     "write_evaluation",
@@ -54,6 +58,35 @@ def read_json(path) -> dict | list:
             f"{path} is unreadable ({type(e).__name__}: {e}); delete it and rerun `digr run` with the same config: "
             "the stage that writes it is redone"
         ) from e
+
+
+def agent_info(folder: RunFolder, cfg: ExperimentConfig) -> dict[str, dict]:
+    """What ``metrics.json`` records beside each agent's numbers: the teacher's env steps, each student's λ and mask."""
+    info = {"teacher": {"num_timesteps": read_json(folder.teacher.spec).get("num_timesteps")}}
+    return info | {s.name: {"lam": s.lam, "mask": s.mask} for s in cfg.distill.students}
+
+
+def weights_sha256(folder: RunFolder, students: list[str]) -> dict[str, str]:
+    """SHA-256 (hex) of the teacher's and each named student's weights file, by agent name."""
+    return {"teacher": sha256_file(folder.teacher.weights), **{s: sha256_file(folder.student(s).weights) for s in students}}
+
+
+def rollout_reuse(folder: RunFolder, cfg: ExperimentConfig, students: list[str], version: str) -> tuple[dict, dict]:
+    """``(fingerprints, reusable)`` of the evaluation's closed-loop returns (:mod:`digr.evaluation.rollout_reuse`): the
+    fingerprint of every agent under each protocol (weights, env config, protocol env kwargs, episodes, seed, greedy or
+    sampled, ``version``), and the summaries in the run's current ``metrics.json`` measured under the same fingerprint
+    (none if it is missing or unreadable: everything is then measured again)."""
+    e = cfg.evaluate
+    base = {"env": config_to_dict(cfg)["env"], "episodes": e.episodes, "seed": e.seed, "deterministic": e.deterministic}
+    protocols = {"rollout": base | {"env_kwargs": e.env_kwargs}}
+    if e.compare_env_kwargs is not None:
+        protocols["rollout_compare"] = base | {"env_kwargs": e.compare_env_kwargs}
+    fingerprints = rollout_fingerprints(weights_sha256(folder, students), protocols, version)
+    try:
+        previous = json.loads(folder.metrics.read_text()) if folder.metrics.is_file() else None
+    except (OSError, ValueError):
+        previous = None
+    return fingerprints, reusable_rollouts(previous, fingerprints)
 
 
 def write_run_info(folder: RunFolder, cfg: ExperimentConfig, version: str) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch as th
 
 from digr import __version__
-from digr.checkpoint import save_npy_atomic, sha256_file, write_text_atomic
+from digr.checkpoint import save_npy_atomic, write_text_atomic
 from digr.errors import ConfigError, StageError
 from digr.evaluation.attack_cells import attack_protocol, count_reused, merge_cells
 from digr.evaluation.robustness import robustness_sweep
@@ -168,15 +168,15 @@ class Pipeline:
             return log("evaluate: done with this config and these students, skipping (`digr evaluate` redoes it)") or f.report
         agents = self._agents()
         held, ref = load_dataset(f.dataset("heldout")), load_maps(f.teacher_maps("heldout"))
-        info = {"teacher": {"num_timesteps": outputs.read_json(f.teacher.spec).get("num_timesteps")}}
-        info |= {s.name: {"lam": s.lam, "mask": s.mask} for s in cfg.distill.students}
+        prints, reuse = outputs.rollout_reuse(f, cfg, [k for k in agents if k != "teacher"], __version__)
+        kw = {"info": outputs.agent_info(f, cfg), "log": log, "device": self.device, "perturbation": cfg.perturbation}
+        kw["reuse"] = reuse
         with progress("evaluate", cfg.evaluate.episodes) as update:
             tick = lambda name, k, n: update(k, n, f"evaluate: {name} returns")
-            metrics, maps = evaluate_agents(agents, held, ref, cfg.evaluate, *cfg.protocol_env_fns(), info=info, log=log,
-                                            device=self.device, perturbation=cfg.perturbation, progress=tick)  # fmt: skip
+            metrics, maps = evaluate_agents(agents, held, ref, cfg.evaluate, *cfg.protocol_env_fns(), progress=tick, **kw)
         train_maps = load_maps(f.teacher_maps("train"))[:512]
         metrics["mask_fraction"] = float(self._mask("selective", train_maps.shape, train_maps).mean())
-        outputs.write_evaluation(f, cfg, metrics, held, maps)
+        outputs.write_evaluation(f, cfg, metrics | {"rollout_fingerprints": prints}, held, maps)
         self.stages.mark_done("evaluate", started=t0)
         outputs.track_evaluation(self.tracker, f, metrics)
         log(f"evaluate: report written to {outputs.write_report(f, self.stages)}")
@@ -212,7 +212,7 @@ class Pipeline:
         held = load_dataset(f.dataset("heldout"))
         n = min(a.open_loop_frames, len(held))
         image, side = held.tensors(slice(n), self.device)
-        weights = {"teacher": sha256_file(f.teacher.weights), **{s: sha256_file(f.student(s).weights) for s in students}}
+        weights = outputs.weights_sha256(f, students)
         common = {"episodes": episodes, "open_loop_frames": n, "seed": cfg.evaluate.seed, "n_parallel": a.n_parallel}
         common["batch_size"], common["env_kwargs"] = a.batch_size, cfg.evaluate.env_kwargs  # the protocol of a cell
         protocol, stamp, t0 = attack_protocol(weights, **common), time.strftime("%Y%m%dT%H%M%S"), time.perf_counter()
