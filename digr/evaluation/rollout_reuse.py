@@ -43,10 +43,10 @@ def reusable_rollouts(previous: dict | None, fingerprints: dict[str, dict]) -> d
     :returns: ``{(agent, protocol key): summary}`` (summaries of :func:`digr.evaluation.returns.summarize_episodes`);
         empty when ``previous`` has no fingerprints (made before they were recorded) or nothing matches.
     """
-    old = (previous or {}).get("rollout_fingerprints") or {}
-    out = {}
+    previous = previous or {}
+    old, out = previous.get("rollout_fingerprints") or {}, {}
     for agent, keys in fingerprints.items():
-        entry = (previous or {}).get("teacher") if agent == "teacher" else (previous or {}).get("students", {}).get(agent)
+        entry = previous.get("teacher") if agent == "teacher" else previous.get("students", {}).get(agent)
         for key, digest in keys.items():
             if old.get(agent, {}).get(key) == digest and isinstance(entry, dict) and key in entry:
                 out[agent, key] = entry[key]
