@@ -401,8 +401,10 @@ def test_sweep_reuses_finished_cells_and_reports_each_row():
     planted = json.loads(json.dumps(rows))  # as read back from partial.json
     planted[0]["open_loop"]["flip_rate"] = 7.0  # impossible value: shows the cell was taken, not recomputed
     planted[1]["attack_config"]["steps"] = 3  # another attack configuration: must be evaluated again
+    assert all(r["seconds"] >= 0 for r in rows)
+    planted[0]["seconds"] = 1234.5  # a reused cell keeps the cost it was first made with
     again = robustness_sweep({"a": pol}, ["fgsm", "pgd10"], ["2/255"], image=image, batch_size=3, done=planted)
-    assert again[0]["open_loop"]["flip_rate"] == 7.0
+    assert again[0]["open_loop"]["flip_rate"] == 7.0 and again[0]["seconds"] == 1234.5
     assert again[1]["attack_config"]["steps"] == 10 and again[1]["open_loop"] == rows[1]["open_loop"]
 
 

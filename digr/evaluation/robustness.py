@@ -20,6 +20,7 @@ flips and divergence, as JSON-safe rows (:mod:`digr.report.attack` renders them)
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import gymnasium as gym
@@ -220,9 +221,10 @@ def robustness_sweep(
         (how an interrupted sweep resumes; the caller is responsible for the protocol being the same).
     :param on_row: called with each row as soon as it is finished (evaluated or taken from ``done``), e.g. to save it.
     :returns: a list of JSON-safe rows ``{"agent", "attack", "eps", "eps_255", "eps_label", "attack_config",
-        "closed_loop": dict | None, "open_loop": dict | None, "skipped": str | None}``. ε = 0 is evaluated once per
-        agent (every attack is the identity there) and shared by all its attacks' rows. The critic attack on an agent
-        without a ``value`` method gives rows with ``skipped`` set and no results.
+        "closed_loop": dict | None, "open_loop": dict | None, "skipped": str | None}``, plus ``"seconds"`` (wall time
+        of the cell's evaluation) on evaluated cells; a reused cell keeps the row and seconds it was first made with. ε = 0
+        is evaluated once per agent (every attack is the identity there) and shared by all its attacks' rows. The critic
+        attack on an agent without a ``value`` method gives rows with ``skipped`` set and no results.
     :raises ValueError: neither ``env_fn`` nor ``image`` given, or a bad attack name / ε (see ``make_attack``).
     """
     if env_fn is None and image is None:
@@ -259,12 +261,14 @@ def robustness_sweep(
                 elif eps == 0 and agent_name in clean_cache:
                     row["closed_loop"], row["open_loop"] = clean_cache[agent_name]
                 else:
+                    started = time.perf_counter()
                     if env_fn is not None:
                         row["closed_loop"] = attacked_rollout_returns(
                             env_fn, policy, attack, episodes, seed, n_parallel=n_parallel
                         )
                     if image is not None:
                         row["open_loop"] = open_loop_attack(policy, image, side, attack, batch_size, seed)
+                    row["seconds"] = round(time.perf_counter() - started, 1)  # a reused cell keeps its own cost
                     if eps == 0:
                         clean_cache[agent_name] = (row["closed_loop"], row["open_loop"])
                 rows.append(row)
