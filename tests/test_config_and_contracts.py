@@ -80,6 +80,49 @@ def test_overrides_that_are_not_yaml_say_how_to_quote_them(tmp_path):
     assert issubclass(ConfigError, DigrError) and issubclass(ConfigError, ValueError)
 
 
+def test_extends_merges_sections_and_replaces_lists(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\nseed: 3\ndistill: {steps: 50, tau: 2.0, students: [{name: plain, lam: 0.0, mask: none}]}\n")
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    fls = "{name: fls, lam: 0.0, mask: none, attention: fls_sparse}"
+    child.write_text(f"extends: ../base.yaml\ndistill: {{steps: 70, students: [{fls}]}}\n")
+    grandchild = tmp_path / "grandchild.yaml"
+    grandchild.write_text("extends: sub/child.yaml\nseed: 9\n")
+    cfg = load_config(grandchild, ["distill.batch_size=8"])
+    assert (cfg.name, cfg.seed) == ("base", 9)  # from the base, and overridden two levels down
+    assert (cfg.distill.steps, cfg.distill.tau, cfg.distill.batch_size) == (70, 2.0, 8)  # a section merges key by key
+    assert [s.name for s in cfg.distill.students] == ["fls"]  # a list is replaced whole
+    assert load_config(base).distill.steps == 50  # the base is untouched
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("extends: missing.yaml\n", r"extends 'missing.yaml', but .*missing.yaml does not exist; give a path relative"),
+        ("extends: [a.yaml]\n", r"extends must be the path of another config file"),
+        ("extends: loop.yaml\n", r"extends loops back \(loop.yaml -> loop.yaml\)"),
+        ("- a\n- b\n", r"expected a mapping of config sections, got list"),
+    ],
+)
+def test_a_bad_extends_names_the_file_and_the_fix(tmp_path, text, message):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_the_carracing_attention_variant_is_the_carracing_run_with_seven_students():
+    base, variant = load_config("experiments/carracing.yaml"), load_config("experiments/carracing_attention.yaml")
+    assert variant.name == base.name and variant.run_dir == base.run_dir  # same run folder: teacher, states, maps reused
+    assert variant.distill.students[:3] == base.distill.students
+    assert [(s.name, s.attention) for s in variant.distill.students[3:]] == [
+        ("rs", "region"), ("rs_digr", "region"), ("fls", "fls_sparse"), ("fls_digr", "fls_sparse")
+    ]  # fmt: skip
+    same = {k for k in ExperimentConfig.model_fields if getattr(variant, k) == getattr(base, k)}
+    assert same == set(ExperimentConfig.model_fields) - {"distill"}
+
+
 def test_the_bench_method_list_is_the_saliency_registry():
     assert ExperimentConfig().saliency_bench.methods == list(METHODS)
     assert config_to_dict(ExperimentConfig())["saliency_bench"]["methods"] == list(METHODS)

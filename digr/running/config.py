@@ -53,6 +53,7 @@ __all__ = [
     "config_to_dict",
     "describe_config",
     "load_config",
+    "read_config_file",
     "validate_attack_agents",
     "validate_attack_spec",
 ]
@@ -590,19 +591,55 @@ def _set_override(data: dict, dotted: str, raw: str) -> None:
         ) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML experiment config, apply ``key.sub=value`` overrides (values parsed as YAML), and validate it.
+def read_config_file(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """The raw mapping of a YAML config file, with ``extends: OTHER.yaml`` resolved: OTHER (a path relative to this
+    file's folder, itself allowed to extend another) is read first and this file's fields are merged over it, mappings
+    key by key, any other value (a list included, e.g. ``distill.students``) replaced whole. This is how a variant of an
+    experiment names only what it changes (``experiments/carracing_attention.yaml``).
 
-    :raises FileNotFoundError: the file does not exist.
-    :raises ConfigError: malformed YAML, a malformed override, or an invalid field (see :func:`config_from_dict`).
+    :raises ConfigError: not valid YAML, not a mapping, ``extends`` not a string, its file missing, or a loop of
+        ``extends``; the message names the file and the fix.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} not found; see experiments/ for examples")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends must be the path of another config file, e.g. extends: carracing.yaml")
+    chain = (*_chain, path.resolve())
+    base_path = path.parent / base
+    if base_path.resolve() in chain:
+        loop = " -> ".join(p.name for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: extends loops back ({loop}); remove one of these extends")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends {base!r}, but {base_path} does not exist; give a path relative to {path.parent}")
+    return _merged(read_config_file(base_path, chain), data)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML experiment config (``extends`` resolved, see :func:`read_config_file`), apply ``key.sub=value``
+    overrides (values parsed as YAML), and validate it.
+
+    :raises FileNotFoundError: the file does not exist.
+    :raises ConfigError: malformed YAML, a bad ``extends``, a malformed override, or an invalid field (see
+        :func:`config_from_dict`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found; see experiments/ for examples")
+    data = read_config_file(path)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key.sub=value, e.g. teacher.total_timesteps=100000")
