@@ -142,7 +142,7 @@ def reference(tmp_path_factory) -> Path:
 
 def _attack_rows(run: Path) -> list[dict]:
     rows = json.loads((run / "attack" / "results.json").read_text())["rows"]
-    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "sec", "ms")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "sec", "ms", "seconds")} for r in rows]
 
 
 @pytest.mark.slow
